@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install what the tests need and run every test, plus fmt, clippy and doc
+# checks. This is what CI runs (.ci/run).
+#
+#   ./deploy/test.sh
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+ensure_rust
+apt_install ca-certificates pkg-config tshark tcpdump tcpreplay iproute2
+cd "$ROOT"
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+log "cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+log "tests"
+cargo test --workspace --release --locked
+log "all tests passed"

@@ -1,0 +1,17 @@
+//! Wirefold sensor: capture → ring → flow → embed → export.
+//!
+//! * [`wire`] — zero-copy header views and the packet decoder.
+//! * [`cli`] — command-line helpers.
+//! * [`capture`] — the packet-source trait and its front ends.
+//! * [`flow`] — the bidirectional flow table.
+//! * [`record`] — flow records as exported (JSON Lines).
+//! * [`pipeline`] — sources → decoder → flow table → sink, and its summary.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod capture;
+pub mod cli;
+pub mod flow;
+pub mod pipeline;
+pub mod record;
+pub mod wire;

@@ -1,0 +1,180 @@
+//! The offline pipeline: packet sources → decoder → flow table → a sink of
+//! finished flows, with the counters the summary prints.
+use crate::capture::{CaptureError, PacketSource};
+use crate::flow::{EndReason, FinishedFlow, FlowConfig, FlowStats, FlowTable};
+use crate::wire::{DecodeStats, Decoder, Malformed, PacketMeta, Skipped};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Decoder and flow table fed packet by packet (run to completion on one thread).
+#[derive(Debug)]
+pub struct Pipeline {
+    /// The decoder and its counters.
+    pub decoder: Decoder,
+    /// The flow table and its counters.
+    pub table: FlowTable,
+    meta: PacketMeta,
+}
+
+impl Pipeline {
+    /// A pipeline with the given flow settings.
+    pub fn new(cfg: FlowConfig) -> Self {
+        Self { decoder: Decoder::new(), table: FlowTable::new(cfg), meta: PacketMeta::default() }
+    }
+
+    /// Read `src` to its end, handing finished flows to `sink` after every
+    /// batch. On a source error, what was read stays counted and in the table.
+    pub fn run(
+        &mut self,
+        src: &mut dyn PacketSource,
+        sink: &mut dyn FnMut(&FinishedFlow) -> std::io::Result<()>,
+    ) -> Result<(), RunError> {
+        loop {
+            let Pipeline { decoder, table, meta } = self;
+            let more = src.next_batch(&mut |p| {
+                if decoder.decode(p.link, p.data, p.wire_len, p.ts_ns, meta) {
+                    table.add(meta);
+                }
+            });
+            self.drain(sink)?;
+            match more {
+                Ok(true) => {}
+                Ok(false) => return Ok(()),
+                Err(e) => return Err(RunError::Capture(e)),
+            }
+        }
+    }
+
+    /// End every flow with `reason` and hand them to `sink`.
+    pub fn finish(
+        &mut self,
+        reason: EndReason,
+        sink: &mut dyn FnMut(&FinishedFlow) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        self.table.flush(reason);
+        self.drain(sink)
+    }
+
+    fn drain(&mut self, sink: &mut dyn FnMut(&FinishedFlow) -> std::io::Result<()>) -> std::io::Result<()> {
+        for f in self.table.drain_finished() {
+            sink(&f)?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a run stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The packet source failed (the message names the file and offset).
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    /// Writing flows failed.
+    #[error("writing flows: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// What a run did, for people (stderr) and programs (`--summary-json`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Summary {
+    /// Input files read (fully or in part).
+    pub files: u64,
+    /// Packets read.
+    pub packets: u64,
+    /// Captured bytes read.
+    pub bytes: u64,
+    /// Packets that made flows.
+    pub flow_packets: u64,
+    /// IP bytes in flows.
+    pub flow_bytes: u64,
+    /// Flow records exported, by end reason.
+    pub flows: BTreeMap<&'static str, u64>,
+    /// Total flow records exported.
+    pub flows_total: u64,
+    /// Malformed packets by reason (reasons with a zero count are left out).
+    pub malformed: BTreeMap<&'static str, u64>,
+    /// Total malformed packets.
+    pub malformed_total: u64,
+    /// Packets skipped (not IP, unsupported link type), by reason.
+    pub skipped: BTreeMap<&'static str, u64>,
+    /// Later IP fragments whose first fragment was never seen.
+    pub fragments_unmatched: u64,
+    /// Times the flow table was full and evicted flows.
+    pub eviction_passes: u64,
+    /// Most flows held at once.
+    pub peak_flows: u64,
+    /// Input errors (file and byte offset).
+    pub errors: Vec<String>,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// Packets per second.
+    pub packets_per_second: f64,
+}
+
+impl Summary {
+    /// Build from counters.
+    pub fn new(files: u64, d: &DecodeStats, f: &FlowStats, errors: Vec<String>, seconds: f64) -> Self {
+        let flows: BTreeMap<_, _> = EndReason::ALL.iter().map(|r| (r.name(), f.ended[*r as usize])).collect();
+        let malformed = Malformed::ALL
+            .iter()
+            .filter(|m| d.malformed[**m as usize] > 0)
+            .map(|m| (m.name(), d.malformed[*m as usize]))
+            .collect();
+        let skipped = Skipped::ALL
+            .iter()
+            .filter(|s| d.skipped[**s as usize] > 0)
+            .map(|s| (s.name(), d.skipped[*s as usize]))
+            .collect();
+        Summary {
+            files,
+            packets: d.packets,
+            bytes: d.bytes,
+            flow_packets: f.packets,
+            flow_bytes: f.bytes,
+            flows_total: f.ended.iter().sum(),
+            flows,
+            malformed_total: d.malformed_total(),
+            malformed,
+            skipped,
+            fragments_unmatched: d.frag_unmatched,
+            eviction_passes: f.eviction_passes,
+            peak_flows: f.peak_flows,
+            errors,
+            seconds,
+            packets_per_second: if seconds > 0.0 { d.packets as f64 / seconds } else { 0.0 },
+        }
+    }
+
+    /// The human-readable form printed to stderr.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(s, "wirefold summary");
+        let _ = writeln!(s, "  files        {}", self.files);
+        let _ = writeln!(s, "  packets      {} ({} bytes captured)", self.packets, self.bytes);
+        let _ = writeln!(s, "  in flows     {} packets, {} IP bytes", self.flow_packets, self.flow_bytes);
+        let by: Vec<String> = self.flows.iter().filter(|(_, v)| **v > 0).map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(
+            s,
+            "  flows        {} ({})",
+            self.flows_total,
+            if by.is_empty() { "none".into() } else { by.join(", ") }
+        );
+        let mal: Vec<String> = self.malformed.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(
+            s,
+            "  malformed    {}{}",
+            self.malformed_total,
+            if mal.is_empty() { String::new() } else { format!(" ({})", mal.join(", ")) }
+        );
+        let sk: Vec<String> = self.skipped.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(s, "  skipped      {}", if sk.is_empty() { "0".into() } else { sk.join(", ") });
+        let _ = writeln!(s, "  fragments    {} later fragments without a first", self.fragments_unmatched);
+        let _ = writeln!(s, "  flow table   peak {} flows, {} eviction passes", self.peak_flows, self.eviction_passes);
+        for e in &self.errors {
+            let _ = writeln!(s, "  error        {e}");
+        }
+        let _ = writeln!(s, "  time         {:.3} s, {:.0} packets/s", self.seconds, self.packets_per_second);
+        s
+    }
+}
