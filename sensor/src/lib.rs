@@ -5,6 +5,7 @@
 //! * [`capture`] — the packet-source trait and its front ends.
 //! * [`flow`] — the bidirectional flow table.
 //! * [`record`] — flow records as exported (JSON Lines).
+//! * [`output`] — the JSON Lines writer thread.
 //! * [`pipeline`] — sources → decoder → flow table → sink, and its summary.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -12,6 +13,7 @@
 pub mod capture;
 pub mod cli;
 pub mod flow;
+pub mod output;
 pub mod pipeline;
 pub mod record;
 pub mod wire;

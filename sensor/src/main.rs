@@ -8,8 +8,8 @@ use std::time::Instant;
 use wirefold_sensor::capture::pcap::PcapFile;
 use wirefold_sensor::cli::{parse_timeout, Timeout};
 use wirefold_sensor::flow::{EndReason, FinishedFlow, FlowConfig};
+use wirefold_sensor::output::JsonLinesWriter;
 use wirefold_sensor::pipeline::{Pipeline, Summary};
-use wirefold_sensor::record::FlowRecord;
 
 /// Wirefold: a wire-speed network flow sensor.
 ///
@@ -86,33 +86,16 @@ fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         max_flows: a.max_flows as usize,
         ..FlowConfig::default()
     };
-    let mut out: Box<dyn Write> = match &a.out {
-        Some(p) if p.as_os_str() != "-" => Box::new(BufWriter::with_capacity(
+    let out: Option<Box<dyn Write + Send>> = match &a.out {
+        _ if a.no_output => None,
+        Some(p) if p.as_os_str() != "-" => Some(Box::new(BufWriter::with_capacity(
             1 << 20,
             std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
-        )),
-        _ => Box::new(BufWriter::with_capacity(1 << 20, std::io::stdout().lock())),
+        ))),
+        _ => Some(Box::new(BufWriter::with_capacity(1 << 20, std::io::stdout()))),
     };
-    let mut top: Vec<FlowRecord> = Vec::new();
-    let want_top = a.top;
-    let no_output = a.no_output;
-    let mut sink = |f: &FinishedFlow| -> std::io::Result<()> {
-        if no_output && want_top == 0 {
-            return Ok(());
-        }
-        let rec = FlowRecord::from(f);
-        if !no_output {
-            serde_json::to_writer(&mut out, &rec)?;
-            out.write_all(b"\n")?;
-        }
-        if want_top > 0 {
-            top.push(rec);
-            if top.len() >= want_top * 8 {
-                keep_top(&mut top, want_top);
-            }
-        }
-        Ok(())
-    };
+    let mut writer = JsonLinesWriter::spawn(out, a.top);
+    let mut sink = |f: &FinishedFlow| writer.push(f);
 
     let started = Instant::now();
     let mut pipe = Pipeline::new(cfg);
@@ -134,11 +117,9 @@ fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         }
     }
     pipe.finish(EndReason::Eof, &mut sink).context("writing flows")?;
-    out.flush().context("writing flows")?;
-    drop(out);
+    let top = writer.finish().context("writing flows")?;
     let summary = Summary::new(files, &pipe.decoder.stats, &pipe.table.stats, errors, started.elapsed().as_secs_f64());
     if a.top > 0 {
-        keep_top(&mut top, a.top);
         eprintln!("top {} flows by bytes", top.len());
         for r in &top {
             eprintln!(
@@ -160,9 +141,4 @@ fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot write {}", p.display()))?;
     }
     Ok(if summary.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
-}
-
-fn keep_top(v: &mut Vec<FlowRecord>, n: usize) {
-    v.sort_by_key(|r| std::cmp::Reverse(r.fwd_bytes + r.rev_bytes));
-    v.truncate(n);
 }

@@ -1,5 +1,6 @@
-//! Pcap and pcapng files, parsed with the `pcap-parser` crate from a large
-//! read buffer (one copy out of the page cache, bounded memory, no `unsafe`).
+//! Pcap and pcapng files, parsed with the `pcap-parser` crate from chunks
+//! that a read-ahead thread fills (one copy out of the page cache, on another
+//! core; bounded memory; no `unsafe`).
 //!
 //! Why a crate: file formats are not Wirefold's product, and `pcap-parser`
 //! (Rusticata) is maintained, fuzzed and handles both byte orders, nanosecond
@@ -17,7 +18,6 @@ use std::path::Path;
 pub const MAX_RECORD: u32 = 16 << 20;
 /// Packets delivered per [`PacketSource::next_batch`] call.
 pub const BATCH: usize = 256;
-const BUF_SIZE: usize = 4 << 20;
 
 #[derive(Clone, Copy)]
 enum Format {
@@ -33,50 +33,124 @@ struct Iface {
     offset_s: i64,
 }
 
-/// A read buffer over a file that knows the file offset of every byte.
+/// File bytes per read-ahead chunk.
+const CHUNK: usize = 4 << 20;
+/// Room in front of each chunk for the unread tail of the previous one, so a
+/// record that straddles two chunks becomes contiguous without a big copy.
+const HEADROOM: usize = 256 << 10;
+/// Chunks read ahead of the parser.
+const READ_AHEAD: usize = 2;
+
+type Chunk = std::io::Result<(Vec<u8>, usize)>;
+
+/// A read buffer fed by a read-ahead thread: the kernel's copy out of the
+/// page cache runs on another core while this one parses. Memory stays
+/// bounded at `READ_AHEAD + 2` chunks. Knows the file offset of every byte.
 struct Buf {
-    file: File,
+    rx: Option<crossbeam::channel::Receiver<Chunk>>,
+    recycle: crossbeam::channel::Sender<Vec<u8>>,
+    reader: Option<std::thread::JoinHandle<()>>,
     data: Vec<u8>,
     start: usize,
     end: usize,
-    /// File offset of `data[0]`.
-    base: u64,
+    /// File bytes received from the reader so far.
+    received: u64,
     eof: bool,
 }
 
 impl Buf {
+    fn new(mut file: File) -> Self {
+        let (tx, rx) = crossbeam::channel::bounded::<Chunk>(READ_AHEAD);
+        let (recycle, spare) = crossbeam::channel::bounded::<Vec<u8>>(READ_AHEAD + 2);
+        let reader = std::thread::Builder::new()
+            .name("wirefold-read".into())
+            .spawn(move || loop {
+                let mut v = spare.try_recv().unwrap_or_else(|_| vec![0u8; HEADROOM + CHUNK]);
+                let mut n = 0;
+                let r = loop {
+                    if n == CHUNK {
+                        break Ok(());
+                    }
+                    match file.read(&mut v[HEADROOM + n..]) {
+                        Ok(0) => break Ok(()),
+                        Ok(k) => n += k,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => break Err(e),
+                    }
+                };
+                let last = n < CHUNK || r.is_err();
+                let msg = r.map(|_| (v, n));
+                if tx.send(msg).is_err() || last {
+                    return;
+                }
+            })
+            .expect("spawn the read-ahead thread");
+        Buf { rx: Some(rx), recycle, reader: Some(reader), data: Vec::new(), start: 0, end: 0, received: 0, eof: false }
+    }
+
     fn avail(&self) -> &[u8] {
         &self.data[self.start..self.end]
     }
 
+    /// File offset of the first unread byte.
     fn offset(&self) -> u64 {
-        self.base + self.start as u64
+        self.received - (self.end - self.start) as u64
     }
 
     /// Make at least `need` bytes available if the file has them.
     fn fill(&mut self, need: usize) -> std::io::Result<()> {
-        if self.end - self.start >= need || self.eof {
-            return Ok(());
-        }
-        self.data.copy_within(self.start..self.end, 0);
-        self.base += self.start as u64;
-        self.end -= self.start;
-        self.start = 0;
-        if need > self.data.len() {
-            self.data.resize(need.next_power_of_two(), 0);
-        }
-        while self.end < self.data.len() {
-            match self.file.read(&mut self.data[self.end..]) {
-                Ok(0) => {
+        while self.end - self.start < need && !self.eof {
+            let Some(rx) = &self.rx else {
+                self.eof = true;
+                break;
+            };
+            let (mut v, n) = match rx.recv() {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    self.eof = true;
+                    return Err(e);
+                }
+                Err(_) => {
                     self.eof = true;
                     break;
                 }
-                Ok(n) => self.end += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+            };
+            if n < CHUNK {
+                self.eof = true;
             }
+            let left = self.end - self.start;
+            if left <= HEADROOM {
+                v[HEADROOM - left..HEADROOM].copy_from_slice(&self.data[self.start..self.end]);
+                let old = std::mem::replace(&mut self.data, v);
+                if old.len() == HEADROOM + CHUNK {
+                    let _ = self.recycle.try_send(old);
+                }
+                self.start = HEADROOM - left;
+                self.end = HEADROOM + n;
+            } else {
+                // A record larger than the headroom straddles chunks: join
+                // the two in a private buffer (rare: only for huge records).
+                let mut joined = Vec::with_capacity(left + n);
+                joined.extend_from_slice(&self.data[self.start..self.end]);
+                joined.extend_from_slice(&v[HEADROOM..HEADROOM + n]);
+                let _ = self.recycle.try_send(v);
+                self.data = joined;
+                self.start = 0;
+                self.end = self.data.len();
+            }
+            self.received += n as u64;
         }
         Ok(())
+    }
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        // Closing the channel makes a blocked reader give up; then wait for it.
+        self.rx = None;
+        if let Some(h) = self.reader.take() {
+            let _ = h.join();
+        }
     }
 }
 
@@ -104,7 +178,7 @@ impl PcapFile {
         let file = File::open(p).map_err(|source| CaptureError::Io { path: name.clone(), source })?;
         let mut s = Self {
             path: name,
-            buf: Buf { file, data: vec![0; BUF_SIZE], start: 0, end: 0, base: 0, eof: false },
+            buf: Buf::new(file),
             format: Format::Legacy { big_endian: false, nanos: false, link: LinkType::Ethernet },
             ifaces: Vec::new(),
             done: false,

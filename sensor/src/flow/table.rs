@@ -167,7 +167,9 @@ impl std::fmt::Debug for FlowTable {
 impl FlowTable {
     /// An empty table.
     pub fn new(cfg: FlowConfig) -> Self {
-        let cap = cfg.max_flows.min(1 << 16);
+        // Start small: the sweep walks the whole allocation, and the map grows
+        // (amortised, off the common path) as flows arrive.
+        let cap = cfg.max_flows.min(1024);
         Self {
             map: HashMap::with_capacity_and_hasher(cap, FxBuildHasher),
             cfg,
