@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """Build one large benchmark capture from a folder of real captures.
 
-    bench/make_capture.py SRC_DIR OUT.pcap [TARGET_PACKETS]
+    bench/make_capture.py SRC_DIR OUT.pcap [TARGET_PACKETS] [MAX_FRAME] [nofrag]
 
 Takes every classic-pcap Ethernet file in SRC_DIR (sorted by name), and
 writes their packets into one microsecond pcap, round after round, until at
 least TARGET_PACKETS (default 3,160,000) are written. Each file's packets keep
 their relative timing (clamped to one hour); files follow each other with a 300 s gap, so flows from
 different files or rounds never merge (the gap exceeds the default idle
-timeout). Only the standard library is used.
+timeout). With MAX_FRAME, longer frames are left out (to fit a link MTU for
+tcpreplay). With "nofrag", untagged IPv4 fragments are left out too (live
+capture reassembles them in the kernel, which would make packet counts
+differ from what was sent). Only the standard library is used.
 """
 import os
 import struct
@@ -48,16 +51,29 @@ def read_pcap(path):
     return pkts
 
 
+def is_fragment(frame):
+    """An untagged IPv4 packet with MF set or a non-zero offset."""
+    if len(frame) < 22 or frame[12:14] != b"\x08\x00":
+        return False
+    flags_off = struct.unpack(">H", frame[20:22])[0]
+    return bool(flags_off & 0x3FFF)
+
+
 def main():
     if len(sys.argv) < 3:
         print(__doc__, file=sys.stderr)
         sys.exit(2)
     src, out = sys.argv[1], sys.argv[2]
     target = int(sys.argv[3]) if len(sys.argv) > 3 else 3_160_000
+    max_frame = int(sys.argv[4]) if len(sys.argv) > 4 else 1 << 30
+    nofrag = len(sys.argv) > 5 and sys.argv[5] == "nofrag"
     files = []
     for name in sorted(os.listdir(src)):
         if name.endswith(".pcap"):
             p = read_pcap(os.path.join(src, name))
+            p = [x for x in (p or []) if len(x[2]) <= max_frame and x[1] <= max_frame]
+            if nofrag:
+                p = [x for x in p if not is_fragment(x[2])]
             if p:
                 files.append(p)
     if not files:

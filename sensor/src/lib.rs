@@ -3,6 +3,8 @@
 //! * [`wire`] — zero-copy header views and the packet decoder.
 //! * [`cli`] — command-line helpers.
 //! * [`capture`] — the packet-source trait and its front ends.
+//! * [`live`] — live capture threads (AF_PACKET), rings and shutdown.
+//! * [`ring`] — the capture → flow-worker ring.
 //! * [`flow`] — the bidirectional flow table.
 //! * [`record`] — flow records as exported (JSON Lines).
 //! * [`output`] — the JSON Lines writer thread.
@@ -13,7 +15,9 @@
 pub mod capture;
 pub mod cli;
 pub mod flow;
+pub mod live;
 pub mod output;
 pub mod pipeline;
 pub mod record;
+pub mod ring;
 pub mod wire;

@@ -4,12 +4,17 @@ use clap::{Args, Parser, Subcommand};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wirefold_sensor::capture::afpacket::AfPacketConfig;
 use wirefold_sensor::capture::pcap::PcapFile;
 use wirefold_sensor::cli::{parse_timeout, Timeout};
 use wirefold_sensor::flow::{EndReason, FinishedFlow, FlowConfig};
+use wirefold_sensor::live::{Capture, LiveConfig, Mode, ThreadCounters};
 use wirefold_sensor::output::JsonLinesWriter;
 use wirefold_sensor::pipeline::{Pipeline, Summary};
+use wirefold_sensor::record::FlowRecord;
 
 /// Wirefold: a wire-speed network flow sensor.
 ///
@@ -35,25 +40,48 @@ enum Command {
     /// reported with its byte offset; what was read before stays counted, its
     /// flows are flushed, and the exit status is 1.
     Replay(ReplayArgs),
+    /// Capture live from a network interface (Linux AF_PACKET, TPACKET_V3).
+    ///
+    /// Opens one AF_PACKET socket per capture thread, all in one fanout group
+    /// (hash mode with IPv4 defragmentation, so both directions of a flow and
+    /// all fragments of a datagram reach the same thread). Writes flows like
+    /// `replay`, prints a status line to stderr every few seconds, and on
+    /// SIGINT or SIGTERM stops, flushes every flow with end reason
+    /// `shutdown`, and prints the summary with kernel and ring drops. Needs
+    /// CAP_NET_RAW (and CAP_NET_ADMIN for promiscuous mode). Set-up errors
+    /// (unknown or down interface, permissions, ring geometry, filter) exit 2.
+    Capture(CaptureArgs),
 }
 
 #[derive(Args, Debug)]
-struct ReplayArgs {
-    /// Capture files to read, in order.
-    #[arg(required = true, value_name = "FILE")]
-    files: Vec<PathBuf>,
-    /// Write flow records here instead of stdout ("-" is stdout).
-    #[arg(long, value_name = "PATH")]
-    out: Option<PathBuf>,
+struct FlowArgs {
     /// End a flow after this long without packets: e.g. 30s, 5m, or never.
     #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_timeout)]
     idle_timeout: Timeout,
     /// Export long flows after this long and continue them in a new record: e.g. 30m, or never.
     #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_timeout)]
     active_timeout: Timeout,
-    /// Most flows held at once; beyond it the least recently seen are evicted (counted).
+    /// Most flows held at once (per flow table); beyond it the least recently seen are evicted (counted).
     #[arg(long, value_name = "N", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     max_flows: u64,
+}
+
+impl FlowArgs {
+    fn config(&self) -> FlowConfig {
+        FlowConfig {
+            idle_timeout_ns: self.idle_timeout.0,
+            active_timeout_ns: self.active_timeout.0,
+            max_flows: self.max_flows as usize,
+            ..FlowConfig::default()
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct OutputArgs {
+    /// Write flow records here instead of stdout ("-" is stdout).
+    #[arg(long, value_name = "PATH")]
+    out: Option<PathBuf>,
     /// Also write the summary as JSON to this file.
     #[arg(long, value_name = "PATH")]
     summary_json: Option<PathBuf>,
@@ -65,10 +93,95 @@ struct ReplayArgs {
     no_output: bool,
 }
 
+#[derive(Args, Debug)]
+struct CaptureArgs {
+    /// Interface to capture on.
+    #[arg(long, value_name = "NAME")]
+    iface: String,
+    /// Capture threads (one AF_PACKET socket and ring each).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
+    threads: u64,
+    /// CPUs to pin capture threads to, e.g. "2,3" or "2-5" (cycled over threads).
+    #[arg(long, value_name = "LIST", value_parser = parse_cpus)]
+    cpus: Option<CpuList>,
+    /// CPUs to pin flow workers to (pipeline mode).
+    #[arg(long, value_name = "LIST", value_parser = parse_cpus)]
+    worker_cpus: Option<CpuList>,
+    /// pipeline: capture threads decode and hand packets to flow workers over
+    /// lock-free rings; run-to-completion: each capture thread tracks flows itself.
+    #[arg(long, value_enum, default_value = "pipeline")]
+    mode: Mode,
+    /// Only capture packets matching this tcpdump-style filter expression.
+    #[arg(long, value_name = "EXPR")]
+    filter: Option<String>,
+    /// Fanout group id; by default the kernel picks one no other group on this host uses.
+    #[arg(long, value_name = "ID")]
+    fanout_id: Option<u16>,
+    /// Do not put the interface in promiscuous mode.
+    #[arg(long)]
+    no_promisc: bool,
+    /// Ring block size in bytes (power of two, multiple of the page size).
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 21)]
+    block_size: u32,
+    /// Ring blocks per socket.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    block_count: u32,
+    /// Milliseconds after which the kernel hands over a partly filled block.
+    #[arg(long, value_name = "MS", default_value_t = 10)]
+    retire_timeout: u32,
+    /// Packet records per capture→flow ring (pipeline mode); a full ring drops and counts.
+    #[arg(long, value_name = "N", default_value_t = 1 << 16)]
+    ring_slots: usize,
+    /// Seconds between status lines on stderr (0: none).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    status_interval: u64,
+    #[command(flatten)]
+    flow: FlowArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// CPU numbers from the command line.
+#[derive(Debug, Clone)]
+struct CpuList(Vec<usize>);
+
+fn parse_cpus(s: &str) -> Result<CpuList, String> {
+    let mut v = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("'{part}' is not a CPU number or range; use e.g. 2,3 or 2-5");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                if a > b {
+                    return Err(bad());
+                }
+                v.extend(a..=b);
+            }
+            None => v.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    if v.is_empty() {
+        return Err("empty CPU list; use e.g. 2,3 or 2-5".into());
+    }
+    Ok(CpuList(v))
+}
+
+#[derive(Args, Debug)]
+struct ReplayArgs {
+    /// Capture files to read, in order.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    flow: FlowArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.command {
         Command::Replay(a) => replay(a),
+        Command::Capture(a) => capture(a),
     };
     match r {
         Ok(code) => code,
@@ -79,26 +192,124 @@ fn main() -> ExitCode {
     }
 }
 
-fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let cfg = FlowConfig {
-        idle_timeout_ns: a.idle_timeout.0,
-        active_timeout_ns: a.active_timeout.0,
-        max_flows: a.max_flows as usize,
-        ..FlowConfig::default()
-    };
-    let out: Option<Box<dyn Write + Send>> = match &a.out {
-        _ if a.no_output => None,
+fn open_output(o: &OutputArgs) -> anyhow::Result<JsonLinesWriter> {
+    let out: Option<Box<dyn Write + Send>> = match &o.out {
+        _ if o.no_output => None,
         Some(p) if p.as_os_str() != "-" => Some(Box::new(BufWriter::with_capacity(
             1 << 20,
             std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
         ))),
         _ => Some(Box::new(BufWriter::with_capacity(1 << 20, std::io::stdout()))),
     };
-    let mut writer = JsonLinesWriter::spawn(out, a.top);
-    let mut sink = |f: &FinishedFlow| writer.push(f);
+    Ok(JsonLinesWriter::spawn(out, o.top))
+}
 
+fn report(o: &OutputArgs, top: &[FlowRecord], summary: &Summary) -> anyhow::Result<()> {
+    if o.top > 0 {
+        eprintln!("top {} flows by bytes", top.len());
+        for r in top {
+            eprintln!(
+                "  {:>12} B {:>8} pkts  proto {:>3}  {}:{} -> {}:{}  {}",
+                r.fwd_bytes + r.rev_bytes,
+                r.fwd_packets + r.rev_packets,
+                r.proto,
+                r.src_ip,
+                r.src_port,
+                r.dst_ip,
+                r.dst_port,
+                r.end_reason
+            );
+        }
+    }
+    eprint!("{}", summary.render());
+    if let Some(p) = &o.summary_json {
+        std::fs::write(p, serde_json::to_vec_pretty(summary)?)
+            .with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    Ok(())
+}
+
+fn capture(a: CaptureArgs) -> anyhow::Result<ExitCode> {
+    let cfg = LiveConfig {
+        socket: AfPacketConfig {
+            iface: a.iface.clone(),
+            block_size: a.block_size,
+            block_count: a.block_count,
+            retire_timeout_ms: a.retire_timeout,
+            promisc: !a.no_promisc,
+            filter: a.filter.clone(),
+            ..AfPacketConfig::default()
+        },
+        threads: a.threads as usize,
+        cpus: a.cpus.map(|c| c.0).unwrap_or_default(),
+        worker_cpus: a.worker_cpus.map(|c| c.0).unwrap_or_default(),
+        mode: a.mode,
+        fanout_id: a.fanout_id,
+        flow: a.flow.config(),
+        ring_slots: a.ring_slots,
+    };
+    let cap = match Capture::open(cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wirefold: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing the signal handler")?;
+    }
+    let writer = open_output(&a.output)?;
+    let counters = cap.counters.clone();
+    eprintln!(
+        "wirefold: capturing on {} ({} threads, {} mode, fanout group {}); stop with Ctrl-C or SIGTERM",
+        a.iface,
+        a.threads,
+        if a.mode == Mode::Pipeline { "pipeline" } else { "run-to-completion" },
+        cap.fanout_id()
+    );
     let started = Instant::now();
-    let mut pipe = Pipeline::new(cfg);
+    let run_stop = stop.clone();
+    let runner = std::thread::Builder::new()
+        .name("wf-capture".into())
+        .spawn(move || {
+            let r = cap.run(run_stop, || writer.sink());
+            (r, writer)
+        })
+        .context("starting capture")?;
+    let interval = Duration::from_secs(a.status_interval);
+    let mut last = (Instant::now(), 0u64);
+    while !runner.is_finished() {
+        std::thread::sleep(Duration::from_millis(100));
+        if a.status_interval > 0 && last.0.elapsed() >= interval {
+            let sum = |f: fn(&ThreadCounters) -> &AtomicU64| counters.iter().map(|c| f(c).load(Relaxed)).sum::<u64>();
+            let packets = sum(|c| &c.packets);
+            let secs = last.0.elapsed().as_secs_f64();
+            eprintln!(
+                "wirefold: {:.0} pkt/s, {} packets, kernel drops {}, ring drops {}, active flows {}",
+                (packets - last.1) as f64 / secs,
+                packets,
+                sum(|c| &c.kernel_drops),
+                sum(|c| &c.ring_drops),
+                sum(|c| &c.active_flows)
+            );
+            last = (Instant::now(), packets);
+        }
+    }
+    let (res, writer) = runner.join().map_err(|_| anyhow::anyhow!("capture thread panicked"))?;
+    let top = writer.finish().context("writing flows")?;
+    let mut summary = Summary::new(1, &res.decode, &res.flows, Vec::new(), started.elapsed().as_secs_f64());
+    summary.live = Some(res.live);
+    report(&a.output, &top, &summary)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let writer = open_output(&a.output)?;
+    let mut flows = writer.sink();
+    let mut sink = |f: &FinishedFlow| flows.push(f);
+    let started = Instant::now();
+    let mut pipe = Pipeline::new(a.flow.config());
     let mut errors = Vec::new();
     let mut files = 0;
     for path in &a.files {
@@ -117,28 +328,10 @@ fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         }
     }
     pipe.finish(EndReason::Eof, &mut sink).context("writing flows")?;
+    flows.flush().context("writing flows")?;
+    drop(flows);
     let top = writer.finish().context("writing flows")?;
     let summary = Summary::new(files, &pipe.decoder.stats, &pipe.table.stats, errors, started.elapsed().as_secs_f64());
-    if a.top > 0 {
-        eprintln!("top {} flows by bytes", top.len());
-        for r in &top {
-            eprintln!(
-                "  {:>12} B {:>8} pkts  proto {:>3}  {}:{} -> {}:{}  {}",
-                r.fwd_bytes + r.rev_bytes,
-                r.fwd_packets + r.rev_packets,
-                r.proto,
-                r.src_ip,
-                r.src_port,
-                r.dst_ip,
-                r.dst_port,
-                r.end_reason
-            );
-        }
-    }
-    eprint!("{}", summary.render());
-    if let Some(p) = &a.summary_json {
-        std::fs::write(p, serde_json::to_vec_pretty(&summary)?)
-            .with_context(|| format!("cannot write {}", p.display()))?;
-    }
+    report(&a.output, &top, &summary)?;
     Ok(if summary.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -12,12 +12,39 @@ const BATCH: usize = 512;
 const QUEUE: usize = 16;
 
 /// Writes flow records as JSON Lines from a background thread, and keeps the
-/// N largest flows for the summary.
+/// N largest flows for the summary. Producers (one per flow worker) get a
+/// [`FlowSink`] each.
 #[derive(Debug)]
 pub struct JsonLinesWriter {
     tx: Option<Sender<Vec<FinishedFlow>>>,
-    batch: Vec<FinishedFlow>,
     handle: Option<JoinHandle<std::io::Result<Vec<FlowRecord>>>>,
+}
+
+/// A producer's handle on the writer: batches flows and sends them over.
+#[derive(Debug)]
+pub struct FlowSink {
+    tx: Sender<Vec<FinishedFlow>>,
+    batch: Vec<FinishedFlow>,
+}
+
+impl FlowSink {
+    /// Queue one finished flow.
+    pub fn push(&mut self, f: &FinishedFlow) -> std::io::Result<()> {
+        self.batch.push(*f);
+        if self.batch.len() >= BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Send what is batched.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        self.tx.send(full).map_err(|_| std::io::Error::other("the output thread stopped (see its error)"))
+    }
 }
 
 impl JsonLinesWriter {
@@ -58,42 +85,22 @@ impl JsonLinesWriter {
                 Ok(best)
             })
             .expect("spawn the output thread");
-        Self { tx: Some(tx), batch: Vec::with_capacity(BATCH), handle: Some(handle) }
+        Self { tx: Some(tx), handle: Some(handle) }
     }
 
-    /// Queue one finished flow.
-    pub fn push(&mut self, f: &FinishedFlow) -> std::io::Result<()> {
-        self.batch.push(*f);
-        if self.batch.len() >= BATCH {
-            self.send()?;
-        }
-        Ok(())
+    /// A new producer handle.
+    pub fn sink(&self) -> FlowSink {
+        FlowSink { tx: self.tx.clone().expect("writer is running"), batch: Vec::with_capacity(BATCH) }
     }
 
-    fn send(&mut self) -> std::io::Result<()> {
-        let full = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
-        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(full).is_ok());
-        if !sent {
-            // The writer stopped early: its own error says why.
-            return Err(self.join().err().unwrap_or_else(|| std::io::Error::other("output thread stopped")));
-        }
-        Ok(())
-    }
-
-    fn join(&mut self) -> std::io::Result<Vec<FlowRecord>> {
+    /// Wait for every producer's flows to be written (drop or flush the
+    /// [`FlowSink`]s first), flush, and return the largest flows.
+    pub fn finish(mut self) -> std::io::Result<Vec<FlowRecord>> {
         self.tx = None;
         match self.handle.take() {
             Some(h) => h.join().map_err(|_| std::io::Error::other("output thread panicked"))?,
             None => Err(std::io::Error::other("output thread already finished")),
         }
-    }
-
-    /// Write what is queued, flush, and return the largest flows.
-    pub fn finish(mut self) -> std::io::Result<Vec<FlowRecord>> {
-        if !self.batch.is_empty() {
-            self.send()?;
-        }
-        self.join()
     }
 }
 

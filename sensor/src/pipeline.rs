@@ -105,6 +105,9 @@ pub struct Summary {
     pub peak_flows: u64,
     /// Input errors (file and byte offset).
     pub errors: Vec<String>,
+    /// Live-capture counters (capture runs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<crate::live::LiveCounters>,
     /// Wall-clock seconds.
     pub seconds: f64,
     /// Packets per second.
@@ -140,6 +143,7 @@ impl Summary {
             eviction_passes: f.eviction_passes,
             peak_flows: f.peak_flows,
             errors,
+            live: None,
             seconds,
             packets_per_second: if seconds > 0.0 { d.packets as f64 / seconds } else { 0.0 },
         }
@@ -171,6 +175,13 @@ impl Summary {
         let _ = writeln!(s, "  skipped      {}", if sk.is_empty() { "0".into() } else { sk.join(", ") });
         let _ = writeln!(s, "  fragments    {} later fragments without a first", self.fragments_unmatched);
         let _ = writeln!(s, "  flow table   peak {} flows, {} eviction passes", self.peak_flows, self.eviction_passes);
+        if let Some(l) = &self.live {
+            let _ = writeln!(
+                s,
+                "  capture      {} ({} threads, fanout group {}): kernel saw {}, kernel drops {}, freezes {}, ring drops {}",
+                l.interface, l.threads, l.fanout_id, l.kernel_packets, l.kernel_drops, l.kernel_freezes, l.ring_drops
+            );
+        }
         for e in &self.errors {
             let _ = writeln!(s, "  error        {e}");
         }

@@ -2,6 +2,7 @@
 //! later — implements [`PacketSource`], so one pipeline serves them all and
 //! tests can compare them.
 
+pub mod afpacket;
 pub mod pcap;
 
 pub use crate::wire::decode::LinkType;
@@ -50,6 +51,9 @@ pub enum CaptureError {
         /// What was cut.
         detail: String,
     },
+    /// A live source could not be set up (interface, permissions, ring).
+    #[error("{0}")]
+    Setup(String),
     /// A record that cannot be parsed.
     #[error("{path}: corrupt at byte offset {offset}: {detail}")]
     Corrupt {

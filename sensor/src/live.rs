@@ -1,0 +1,402 @@
+//! Live capture: pinned capture threads on AF_PACKET sockets, lock-free
+//! rings to flow workers (or run-to-completion), a wall-clock tick, and clean
+//! shutdown that flushes every flow.
+//!
+//! ```text
+//! pipeline:           capture thread ── decode ──► SPSC ring ──► flow worker ──► FlowSink
+//! run-to-completion:  capture thread ── decode ──► flow table ─────────────────► FlowSink
+//! ```
+//! Hot loops keep plain counters and publish them to [`ThreadCounters`]
+//! once per block, never per packet.
+
+use crate::capture::afpacket::{AfPacketConfig, AfPacketSocket, Fanout, KernelStats};
+use crate::capture::{CaptureError, PacketSource};
+use crate::flow::{EndReason, FlowConfig, FlowStats, FlowTable};
+use crate::output::FlowSink;
+use crate::ring::Ring;
+use crate::wire::{DecodeStats, Decoder, PacketMeta};
+use serde::Serialize;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How capture and flow tracking share the work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Capture threads decode and push to a ring; flow workers track flows.
+    Pipeline,
+    /// Each capture thread also tracks flows (for small boxes).
+    RunToCompletion,
+}
+
+/// Live capture settings.
+#[derive(Debug, Clone)]
+pub struct LiveConfig {
+    /// Socket and ring settings (shared by all threads).
+    pub socket: AfPacketConfig,
+    /// Capture threads (one socket each, one fanout group).
+    pub threads: usize,
+    /// CPUs for capture threads, in order (cycled); empty = not pinned.
+    pub cpus: Vec<usize>,
+    /// CPUs for flow workers (pipeline mode), in order; empty = not pinned.
+    pub worker_cpus: Vec<usize>,
+    /// Work split.
+    pub mode: Mode,
+    /// Fanout group id; `None` lets the kernel pick an unused one.
+    pub fanout_id: Option<u16>,
+    /// Flow table settings (per worker).
+    pub flow: FlowConfig,
+    /// Packet records per ring (pipeline mode).
+    pub ring_slots: usize,
+}
+
+/// Counters a thread publishes for the status line and metrics.
+#[derive(Debug, Default)]
+pub struct ThreadCounters {
+    /// Packets received from the socket.
+    pub packets: AtomicU64,
+    /// Captured bytes received.
+    pub bytes: AtomicU64,
+    /// Packet records dropped because the ring was full.
+    pub ring_drops: AtomicU64,
+    /// Kernel: packets handed to the socket.
+    pub kernel_packets: AtomicU64,
+    /// Kernel: packets dropped (ring full).
+    pub kernel_drops: AtomicU64,
+    /// Kernel: queue freezes.
+    pub kernel_freezes: AtomicU64,
+    /// Flows in this thread's table.
+    pub active_flows: AtomicU64,
+}
+
+/// Live-capture counters for the summary.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct LiveCounters {
+    /// Interface captured on.
+    pub interface: String,
+    /// Capture threads.
+    pub threads: usize,
+    /// Fanout group id.
+    pub fanout_id: u16,
+    /// Packets the kernel handed to the sockets (including its drops).
+    pub kernel_packets: u64,
+    /// Packets the kernel dropped because a ring was full.
+    pub kernel_drops: u64,
+    /// Kernel queue freezes.
+    pub kernel_freezes: u64,
+    /// Packet records dropped because a capture→flow ring was full.
+    pub ring_drops: u64,
+}
+
+/// What a finished capture run counted.
+#[derive(Debug, Clone, Default)]
+pub struct LiveResult {
+    /// Decoder counters, all threads.
+    pub decode: DecodeStats,
+    /// Flow-table counters, all tables.
+    pub flows: FlowStats,
+    /// Capture counters.
+    pub live: LiveCounters,
+}
+
+fn wall_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+fn pin(cpu: Option<usize>) {
+    if let Some(c) = cpu {
+        let mut set = nix::sched::CpuSet::new();
+        if set.set(c).is_ok() {
+            if let Err(e) = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set) {
+                eprintln!("wirefold: cannot pin thread to CPU {c}: {e}");
+            }
+        }
+    }
+}
+
+fn merge_flow_stats(a: &mut FlowStats, b: &FlowStats) {
+    a.packets += b.packets;
+    a.bytes += b.bytes;
+    a.created += b.created;
+    for (x, y) in a.ended.iter_mut().zip(b.ended.iter()) {
+        *x += y;
+    }
+    a.eviction_passes += b.eviction_passes;
+    a.peak_flows += b.peak_flows;
+}
+
+/// A running capture: open sockets first (so set-up errors come before any
+/// thread starts), then [`Capture::run`].
+#[derive(Debug)]
+pub struct Capture {
+    cfg: LiveConfig,
+    sockets: Vec<AfPacketSocket>,
+    fanout_id: u16,
+    /// One per capture thread.
+    pub counters: Vec<Arc<ThreadCounters>>,
+}
+
+const TICK: Duration = Duration::from_millis(100);
+
+impl Capture {
+    /// Open one socket per thread, all in one fanout group.
+    pub fn open(cfg: LiveConfig) -> Result<Self, CaptureError> {
+        if cfg.threads == 0 || cfg.threads > 256 {
+            return Err(CaptureError::Setup(format!("--threads {} is invalid: allowed 1..=256", cfg.threads)));
+        }
+        let mut sockets = Vec::with_capacity(cfg.threads);
+        let first = AfPacketSocket::open(&cfg.socket, cfg.fanout_id.map_or(Fanout::Unique, Fanout::Id), 0)?;
+        let fanout_id = first.fanout_id();
+        sockets.push(first);
+        for q in 1..cfg.threads {
+            sockets.push(AfPacketSocket::open(&cfg.socket, Fanout::Id(fanout_id), q as u16)?);
+        }
+        let counters = (0..cfg.threads).map(|_| Arc::new(ThreadCounters::default())).collect();
+        Ok(Self { cfg, sockets, fanout_id, counters })
+    }
+
+    /// The fanout group the sockets joined.
+    pub fn fanout_id(&self) -> u16 {
+        self.fanout_id
+    }
+
+    /// Capture until `stop` is set, then drain, flush every flow with end
+    /// reason `shutdown`, and return the counters. `sinks` gets one
+    /// [`FlowSink`] per flow table.
+    pub fn run(self, stop: Arc<AtomicBool>, mut sink_for: impl FnMut() -> FlowSink) -> LiveResult {
+        let Capture { cfg, sockets, fanout_id, counters } = self;
+        let mut handles = Vec::new();
+        for (i, sock) in sockets.into_iter().enumerate() {
+            let c = counters[i].clone();
+            let cpu = (!cfg.cpus.is_empty()).then(|| cfg.cpus[i % cfg.cpus.len()]);
+            let stop = stop.clone();
+            let flow_cfg = cfg.flow;
+            match cfg.mode {
+                Mode::RunToCompletion => {
+                    let sink = sink_for();
+                    handles.push(
+                        std::thread::Builder::new()
+                            .name(format!("wf-cap{i}"))
+                            .spawn(move || {
+                                pin(cpu);
+                                run_to_completion(sock, flow_cfg, sink, &c, &stop)
+                            })
+                            .expect("spawn capture thread"),
+                    );
+                }
+                Mode::Pipeline => {
+                    let ring = Arc::new(Ring::new(cfg.ring_slots));
+                    let done = Arc::new(AtomicBool::new(false));
+                    let sink = sink_for();
+                    let wcpu = (!cfg.worker_cpus.is_empty()).then(|| cfg.worker_cpus[i % cfg.worker_cpus.len()]);
+                    let (r2, d2, c2) = (ring.clone(), done.clone(), c.clone());
+                    let worker = std::thread::Builder::new()
+                        .name(format!("wf-flow{i}"))
+                        .spawn(move || {
+                            pin(wcpu);
+                            flow_worker(&r2, &d2, flow_cfg, sink, &c2)
+                        })
+                        .expect("spawn flow worker");
+                    handles.push(
+                        std::thread::Builder::new()
+                            .name(format!("wf-cap{i}"))
+                            .spawn(move || {
+                                pin(cpu);
+                                let (dec, ks) = capture_to_ring(sock, &ring, &c, &stop);
+                                done.store(true, std::sync::atomic::Ordering::Release);
+                                let (_, fs, _) = worker.join().expect("flow worker panicked");
+                                (dec, fs, ks)
+                            })
+                            .expect("spawn capture thread"),
+                    );
+                }
+            }
+        }
+        let mut res = LiveResult::default();
+        res.live.interface = cfg.socket.iface.clone();
+        res.live.threads = cfg.threads;
+        res.live.fanout_id = fanout_id;
+        for (h, c) in handles.into_iter().zip(counters.iter()) {
+            let (dec, fs, ks) = h.join().expect("capture thread panicked");
+            res.decode.merge(&dec);
+            merge_flow_stats(&mut res.flows, &fs);
+            res.live.kernel_packets += ks.packets;
+            res.live.kernel_drops += ks.drops;
+            res.live.kernel_freezes += ks.freezes;
+            res.live.ring_drops += c.ring_drops.load(Relaxed);
+        }
+        res
+    }
+}
+
+/// Read blocks until stopped, then drain what the kernel already retired.
+fn capture_loop(
+    mut sock: AfPacketSocket,
+    c: &ThreadCounters,
+    stop: &AtomicBool,
+    mut per_packet: impl FnMut(&crate::capture::RawPacket<'_>),
+    mut per_block: impl FnMut(bool),
+) -> KernelStats {
+    let mut packets = 0u64;
+    let mut bytes = 0u64;
+    let mut last_stats = wall_ns();
+    let mut stopping = false;
+    loop {
+        let before = packets;
+        let _ = sock.next_batch(&mut |p| {
+            packets += 1;
+            bytes += p.data.len() as u64;
+            per_packet(p);
+        });
+        let got = packets != before;
+        per_block(got);
+        c.packets.store(packets, Relaxed);
+        c.bytes.store(bytes, Relaxed);
+        let now = wall_ns();
+        if now.saturating_sub(last_stats) > 1_000_000_000 {
+            last_stats = now;
+            let k = sock.kernel_stats();
+            c.kernel_packets.store(k.packets, Relaxed);
+            c.kernel_drops.store(k.drops, Relaxed);
+            c.kernel_freezes.store(k.freezes, Relaxed);
+        }
+        if stopping && !got {
+            break;
+        }
+        if stop.load(Relaxed) {
+            // One more pass after the stop: take what the kernel retired
+            // (blocks retire within the retire timeout), then leave.
+            if !stopping {
+                stopping = true;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    let k = sock.kernel_stats();
+    c.kernel_packets.store(k.packets, Relaxed);
+    c.kernel_drops.store(k.drops, Relaxed);
+    c.kernel_freezes.store(k.freezes, Relaxed);
+    k
+}
+
+fn capture_to_ring(
+    sock: AfPacketSocket,
+    ring: &Ring,
+    c: &ThreadCounters,
+    stop: &AtomicBool,
+) -> (DecodeStats, KernelStats) {
+    let mut dec = Decoder::new();
+    let mut meta = PacketMeta::default();
+    let mut drops = 0u64;
+    let ks = capture_loop(
+        sock,
+        c,
+        stop,
+        |p| {
+            if dec.decode(p.link, p.data, p.wire_len, p.ts_ns, &mut meta) && !ring.push(meta) {
+                drops += 1;
+            }
+        },
+        |_| {},
+    );
+    c.ring_drops.store(drops, Relaxed);
+    (dec.stats, ks)
+}
+
+fn flow_worker(
+    ring: &Ring,
+    done: &AtomicBool,
+    cfg: FlowConfig,
+    mut sink: FlowSink,
+    c: &ThreadCounters,
+) -> (DecodeStats, FlowStats, KernelStats) {
+    let mut table = FlowTable::new(cfg);
+    let mut last_tick = wall_ns();
+    let mut idle_spins = 0u32;
+    loop {
+        let mut n = 0;
+        while let Some(m) = ring.pop() {
+            table.add(&m);
+            n += 1;
+            if n == 4096 {
+                break;
+            }
+        }
+        if n == 0 {
+            if done.load(std::sync::atomic::Ordering::Acquire) && ring.is_empty() {
+                break;
+            }
+            // The ring holds tens of milliseconds of traffic; sleeping a
+            // millisecond when it runs dry costs nothing and saves a core.
+            idle_spins += 1;
+            if idle_spins > 16 {
+                std::thread::sleep(Duration::from_millis(1));
+            } else {
+                std::hint::spin_loop();
+            }
+            let now = wall_ns();
+            if now.saturating_sub(last_tick) >= TICK.as_nanos() as u64 {
+                last_tick = now;
+                table.advance(now);
+            }
+        } else {
+            idle_spins = 0;
+        }
+        for f in table.drain_finished() {
+            let _ = sink.push(&f);
+        }
+        c.active_flows.store(table.len() as u64, Relaxed);
+    }
+    table.flush(EndReason::Shutdown);
+    for f in table.drain_finished() {
+        let _ = sink.push(&f);
+    }
+    let _ = sink.flush();
+    c.active_flows.store(0, Relaxed);
+    (DecodeStats::default(), table.stats.clone(), KernelStats::default())
+}
+
+fn run_to_completion(
+    sock: AfPacketSocket,
+    cfg: FlowConfig,
+    mut sink: FlowSink,
+    c: &ThreadCounters,
+    stop: &AtomicBool,
+) -> (DecodeStats, FlowStats, KernelStats) {
+    let mut dec = Decoder::new();
+    let mut meta = PacketMeta::default();
+    let table = std::cell::RefCell::new(FlowTable::new(cfg));
+    let mut last_tick = wall_ns();
+    let ks = capture_loop(
+        sock,
+        c,
+        stop,
+        |p| {
+            if dec.decode(p.link, p.data, p.wire_len, p.ts_ns, &mut meta) {
+                table.borrow_mut().add(&meta);
+            }
+        },
+        |got| {
+            let mut t = table.borrow_mut();
+            if !got {
+                let now = wall_ns();
+                if now.saturating_sub(last_tick) >= TICK.as_nanos() as u64 {
+                    last_tick = now;
+                    t.advance(now);
+                }
+            }
+            for f in t.drain_finished() {
+                let _ = sink.push(&f);
+            }
+            c.active_flows.store(t.len() as u64, Relaxed);
+        },
+    );
+    let mut t = table.into_inner();
+    t.flush(EndReason::Shutdown);
+    for f in t.drain_finished() {
+        let _ = sink.push(&f);
+    }
+    let _ = sink.flush();
+    (dec.stats, t.stats.clone(), ks)
+}
