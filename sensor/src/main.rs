@@ -2,19 +2,19 @@
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use wirefold_embeddings::Embedder;
 use wirefold_sensor::capture::afpacket::AfPacketConfig;
 use wirefold_sensor::capture::pcap::PcapFile;
 use wirefold_sensor::cli::{parse_timeout, Timeout};
 use wirefold_sensor::flow::{EndReason, FinishedFlow, FlowConfig};
 use wirefold_sensor::live::{Capture, LiveConfig, Mode, ThreadCounters};
-use wirefold_sensor::output::JsonLinesWriter;
+use wirefold_sensor::output::{ExportOptions, ExportReport, JsonLinesWriter};
 use wirefold_sensor::pipeline::{Pipeline, Summary};
-use wirefold_sensor::record::FlowRecord;
 
 /// Wirefold: a wire-speed network flow sensor.
 ///
@@ -91,6 +91,22 @@ struct OutputArgs {
     /// Do not write flow records at all (for measuring the pipeline alone).
     #[arg(long)]
     no_output: bool,
+    /// Do not compute flow embeddings (the ONNX model is not loaded).
+    #[arg(long)]
+    no_embed: bool,
+    /// An ONNX model to use instead of the bundled one; its card is MODEL with
+    /// the extension replaced by .card.json.
+    #[arg(long, value_name = "MODEL")]
+    model: Option<PathBuf>,
+    /// Write each flow's feature vector (before standardisation) as CSV, for training.
+    #[arg(long, value_name = "PATH")]
+    features_out: Option<PathBuf>,
+    /// Write FlowBatch buffers (FlatBuffers, each with a u32 little-endian length prefix).
+    #[arg(long, value_name = "PATH")]
+    batches_out: Option<PathBuf>,
+    /// Sensor id written into FlowBatches.
+    #[arg(long, value_name = "ID", default_value = "wirefold")]
+    sensor_id: String,
 }
 
 #[derive(Args, Debug)]
@@ -192,19 +208,59 @@ fn main() -> ExitCode {
     }
 }
 
-fn open_output(o: &OutputArgs) -> anyhow::Result<JsonLinesWriter> {
-    let out: Option<Box<dyn Write + Send>> = match &o.out {
-        _ if o.no_output => None,
-        Some(p) if p.as_os_str() != "-" => Some(Box::new(BufWriter::with_capacity(
-            1 << 20,
-            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
-        ))),
-        _ => Some(Box::new(BufWriter::with_capacity(1 << 20, std::io::stdout()))),
-    };
-    Ok(JsonLinesWriter::spawn(out, o.top))
+fn create(p: &Path) -> anyhow::Result<Box<dyn Write + Send>> {
+    Ok(Box::new(BufWriter::with_capacity(
+        1 << 20,
+        std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+    )))
 }
 
-fn report(o: &OutputArgs, top: &[FlowRecord], summary: &Summary) -> anyhow::Result<()> {
+/// Start the export thread. A model that cannot be loaded is a start-up
+/// error (exit 2) with its reason.
+fn open_output(o: &OutputArgs) -> Result<JsonLinesWriter, (anyhow::Error, u8)> {
+    let json: Option<Box<dyn Write + Send>> = match &o.out {
+        _ if o.no_output => None,
+        Some(p) if p.as_os_str() != "-" => Some(create(p).map_err(|e| (e, 1))?),
+        _ => Some(Box::new(BufWriter::with_capacity(1 << 20, std::io::stdout()))),
+    };
+    let embedder = if o.no_embed {
+        None
+    } else {
+        let e = match &o.model {
+            None => Embedder::bundled(),
+            Some(m) => {
+                let card_path = m.with_extension("card.json");
+                let bytes = std::fs::read(m)
+                    .with_context(|| format!("cannot read model {}", m.display()))
+                    .map_err(|e| (e, 2))?;
+                let card = std::fs::read_to_string(&card_path)
+                    .with_context(|| format!("cannot read model card {}", card_path.display()))
+                    .and_then(|t| {
+                        serde_json::from_str(&t).with_context(|| format!("model card {}", card_path.display()))
+                    })
+                    .map_err(|e| (e, 2))?;
+                Embedder::load(&bytes, card)
+            }
+        };
+        Some(e.map_err(|e| (anyhow::Error::new(e), 2))?)
+    };
+    let features = o.features_out.as_deref().map(create).transpose().map_err(|e| (e, 1))?;
+    let batches = o.batches_out.as_deref().map(create).transpose().map_err(|e| (e, 1))?;
+    Ok(JsonLinesWriter::spawn(ExportOptions {
+        json,
+        features,
+        batches,
+        embedder,
+        sensor_id: o.sensor_id.clone(),
+        top: o.top,
+    }))
+}
+
+fn report(o: &OutputArgs, export: &ExportReport, summary: &mut Summary) -> anyhow::Result<()> {
+    summary.embedded = export.embedded;
+    summary.batches = export.batches;
+    summary.batch_bytes = export.batch_bytes;
+    let top = &export.top;
     if o.top > 0 {
         eprintln!("top {} flows by bytes", top.len());
         for r in top {
@@ -223,7 +279,7 @@ fn report(o: &OutputArgs, top: &[FlowRecord], summary: &Summary) -> anyhow::Resu
     }
     eprint!("{}", summary.render());
     if let Some(p) = &o.summary_json {
-        std::fs::write(p, serde_json::to_vec_pretty(summary)?)
+        std::fs::write(p, serde_json::to_vec_pretty(&*summary)?)
             .with_context(|| format!("cannot write {}", p.display()))?;
     }
     Ok(())
@@ -259,7 +315,13 @@ fn capture(a: CaptureArgs) -> anyhow::Result<ExitCode> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing the signal handler")?;
     }
-    let writer = open_output(&a.output)?;
+    let writer = match open_output(&a.output) {
+        Ok(w) => w,
+        Err((e, code)) => {
+            eprintln!("wirefold: {e:#}");
+            return Ok(ExitCode::from(code));
+        }
+    };
     let counters = cap.counters.clone();
     eprintln!(
         "wirefold: capturing on {} ({} threads, {} mode, fanout group {}); stop with Ctrl-C or SIGTERM",
@@ -300,12 +362,18 @@ fn capture(a: CaptureArgs) -> anyhow::Result<ExitCode> {
     let top = writer.finish().context("writing flows")?;
     let mut summary = Summary::new(1, &res.decode, &res.flows, Vec::new(), started.elapsed().as_secs_f64());
     summary.live = Some(res.live);
-    report(&a.output, &top, &summary)?;
+    report(&a.output, &top, &mut summary)?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let writer = open_output(&a.output)?;
+    let writer = match open_output(&a.output) {
+        Ok(w) => w,
+        Err((e, code)) => {
+            eprintln!("wirefold: {e:#}");
+            return Ok(ExitCode::from(code));
+        }
+    };
     let mut flows = writer.sink();
     let mut sink = |f: &FinishedFlow| flows.push(f);
     let started = Instant::now();
@@ -331,7 +399,8 @@ fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     flows.flush().context("writing flows")?;
     drop(flows);
     let top = writer.finish().context("writing flows")?;
-    let summary = Summary::new(files, &pipe.decoder.stats, &pipe.table.stats, errors, started.elapsed().as_secs_f64());
-    report(&a.output, &top, &summary)?;
+    let mut summary =
+        Summary::new(files, &pipe.decoder.stats, &pipe.table.stats, errors, started.elapsed().as_secs_f64());
+    report(&a.output, &top, &mut summary)?;
     Ok(if summary.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -1,23 +1,177 @@
-//! Flow-record output on its own thread: the packet loop hands over batches
-//! of finished flows and goes on; formatting JSON and writing happen on
-//! another core.
+//! The embed-and-export stage on its own thread: the packet loop hands over
+//! batches of finished flows and goes on; feature extraction, inference,
+//! quantization, JSON, FlowBatch encoding and writing happen on another core.
+use crate::embed;
 use crate::flow::FinishedFlow;
 use crate::record::FlowRecord;
 use crossbeam::channel::{bounded, Sender};
 use std::io::Write;
 use std::thread::JoinHandle;
+use wirefold_embeddings::{Embedder, F};
+use wirefold_schema::{write_framed, BatchBuilder, BatchMeta, FlowRec};
+
+/// Flows per sealed FlowBatch.
+pub const FLOWS_PER_BATCH: usize = 1024;
+
+/// Where the export thread writes, and what it computes.
+#[derive(Default)]
+pub struct ExportOptions {
+    /// JSON Lines flow records.
+    pub json: Option<Box<dyn Write + Send>>,
+    /// The (unstandardised) feature rows as CSV, for training.
+    pub features: Option<Box<dyn Write + Send>>,
+    /// Length-prefixed FlowBatch buffers.
+    pub batches: Option<Box<dyn Write + Send>>,
+    /// The model; `None` exports flows without embeddings.
+    pub embedder: Option<Embedder>,
+    /// Sensor id written into FlowBatches.
+    pub sensor_id: String,
+    /// How many of the largest flows to keep for the summary.
+    pub top: usize,
+}
+
+impl std::fmt::Debug for ExportOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportOptions").field("embed", &self.embedder.is_some()).field("top", &self.top).finish()
+    }
+}
+
+/// What the export thread did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ExportReport {
+    /// The largest flows.
+    pub top: Vec<FlowRecord>,
+    /// Flows embedded.
+    pub embedded: u64,
+    /// FlowBatches written.
+    pub batches: u64,
+    /// Bytes of FlowBatch buffers written (without length prefixes).
+    pub batch_bytes: u64,
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+struct Stage {
+    o: ExportOptions,
+    line: Vec<u8>,
+    best: Vec<FlowRecord>,
+    rows: Vec<[f32; F]>,
+    emb: Vec<[i8; 32]>,
+    scores: Vec<f32>,
+    pending: Vec<FlowRec>,
+    builder: BatchBuilder,
+    seq: u64,
+    report: ExportReport,
+}
+
+impl Stage {
+    fn batch(&mut self, batch: &[FinishedFlow]) -> std::io::Result<()> {
+        let need_rows = self.o.embedder.is_some() || self.o.features.is_some();
+        if need_rows {
+            self.rows.clear();
+            self.rows.extend(batch.iter().map(embed::features));
+        }
+        if let Some(w) = self.o.features.as_mut() {
+            for r in &self.rows {
+                self.line.clear();
+                for (i, v) in r.iter().enumerate() {
+                    if i > 0 {
+                        self.line.push(b',');
+                    }
+                    write!(self.line, "{v}")?;
+                }
+                self.line.push(b'\n');
+                w.write_all(&self.line)?;
+            }
+        }
+        let embedded = match self.o.embedder.as_mut() {
+            Some(e) => {
+                e.embed(&self.rows, &mut self.emb, &mut self.scores).map_err(std::io::Error::other)?;
+                self.report.embedded += batch.len() as u64;
+                true
+            }
+            None => false,
+        };
+        for (i, f) in batch.iter().enumerate() {
+            let (emb, score) = if embedded { (self.emb[i], self.scores[i]) } else { ([0i8; 32], 0.0) };
+            if self.o.json.is_some() || self.o.top > 0 {
+                let mut rec = FlowRecord::from(f);
+                if embedded {
+                    rec.score = Some(score);
+                    rec.embedding = Some(emb.to_vec());
+                }
+                if let Some(w) = self.o.json.as_mut() {
+                    self.line.clear();
+                    serde_json::to_writer(&mut self.line, &rec)?;
+                    self.line.push(b'\n');
+                    w.write_all(&self.line)?;
+                }
+                if self.o.top > 0 {
+                    self.best.push(rec);
+                    if self.best.len() >= self.o.top * 8 {
+                        keep_top(&mut self.best, self.o.top);
+                    }
+                }
+            }
+            if self.o.batches.is_some() {
+                self.pending.push(embed::flow_rec(f, emb, score));
+                if self.pending.len() >= FLOWS_PER_BATCH {
+                    self.seal()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn seal(&mut self) -> std::io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.seq += 1;
+        let (model_id, scale) = match &self.o.embedder {
+            Some(e) => (e.card().model_id.clone(), e.card().int8_scale),
+            None => (String::new(), 0.0),
+        };
+        let meta = BatchMeta {
+            sensor_id: self.o.sensor_id.clone(),
+            seq: self.seq,
+            schema_version: 0,
+            model_id,
+            scale,
+            created_ns: now_ns(),
+        };
+        let buf = self.builder.build(&meta, &self.pending);
+        self.report.batches += 1;
+        self.report.batch_bytes += buf.len() as u64;
+        if let Some(w) = self.o.batches.as_mut() {
+            write_framed(w, buf)?;
+        }
+        self.pending.clear();
+        Ok(())
+    }
+
+    fn finish(mut self) -> std::io::Result<ExportReport> {
+        self.seal()?;
+        for w in [self.o.json.as_mut(), self.o.features.as_mut(), self.o.batches.as_mut()].into_iter().flatten() {
+            w.flush()?;
+        }
+        keep_top(&mut self.best, self.o.top);
+        self.report.top = std::mem::take(&mut self.best);
+        Ok(self.report)
+    }
+}
 
 const BATCH: usize = 512;
 /// Batches queued before the packet loop waits for the writer (bounded memory).
 const QUEUE: usize = 16;
 
-/// Writes flow records as JSON Lines from a background thread, and keeps the
-/// N largest flows for the summary. Producers (one per flow worker) get a
-/// [`FlowSink`] each.
+/// The export thread. Producers (one per flow table) get a [`FlowSink`] each.
 #[derive(Debug)]
 pub struct JsonLinesWriter {
     tx: Option<Sender<Vec<FinishedFlow>>>,
-    handle: Option<JoinHandle<std::io::Result<Vec<FlowRecord>>>>,
+    handle: Option<JoinHandle<std::io::Result<ExportReport>>>,
 }
 
 /// A producer's handle on the writer: batches flows and sends them over.
@@ -48,43 +202,33 @@ impl FlowSink {
 }
 
 impl JsonLinesWriter {
-    /// Start the writer thread. `out` of `None` writes nothing (flows are
-    /// still counted); `top` is how many of the largest flows to keep.
-    pub fn spawn(out: Option<Box<dyn Write + Send>>, top: usize) -> Self {
+    /// Start the export thread.
+    pub fn spawn(o: ExportOptions) -> Self {
         let (tx, rx) = bounded::<Vec<FinishedFlow>>(QUEUE);
         let handle = std::thread::Builder::new()
-            .name("wirefold-out".into())
-            .spawn(move || -> std::io::Result<Vec<FlowRecord>> {
-                let mut out = out;
-                let mut line = Vec::with_capacity(2048);
-                let mut best: Vec<FlowRecord> = Vec::new();
+            .name("wirefold-export".into())
+            .spawn(move || -> std::io::Result<ExportReport> {
+                let mut st = Stage {
+                    o,
+                    line: Vec::with_capacity(2048),
+                    best: Vec::new(),
+                    rows: Vec::new(),
+                    emb: Vec::new(),
+                    scores: Vec::new(),
+                    pending: Vec::with_capacity(FLOWS_PER_BATCH),
+                    builder: BatchBuilder::new(),
+                    seq: 0,
+                    report: ExportReport::default(),
+                };
+                if let Some(w) = st.o.features.as_mut() {
+                    writeln!(w, "{}", wirefold_embeddings::features::csv_header())?;
+                }
                 for batch in rx {
-                    for f in &batch {
-                        if out.is_none() && top == 0 {
-                            continue;
-                        }
-                        let rec = FlowRecord::from(f);
-                        if let Some(w) = out.as_mut() {
-                            line.clear();
-                            serde_json::to_writer(&mut line, &rec)?;
-                            line.push(b'\n');
-                            w.write_all(&line)?;
-                        }
-                        if top > 0 {
-                            best.push(rec);
-                            if best.len() >= top * 8 {
-                                keep_top(&mut best, top);
-                            }
-                        }
-                    }
+                    st.batch(&batch)?;
                 }
-                if let Some(w) = out.as_mut() {
-                    w.flush()?;
-                }
-                keep_top(&mut best, top);
-                Ok(best)
+                st.finish()
             })
-            .expect("spawn the output thread");
+            .expect("spawn the export thread");
         Self { tx: Some(tx), handle: Some(handle) }
     }
 
@@ -94,8 +238,8 @@ impl JsonLinesWriter {
     }
 
     /// Wait for every producer's flows to be written (drop or flush the
-    /// [`FlowSink`]s first), flush, and return the largest flows.
-    pub fn finish(mut self) -> std::io::Result<Vec<FlowRecord>> {
+    /// [`FlowSink`]s first), flush, and report.
+    pub fn finish(mut self) -> std::io::Result<ExportReport> {
         self.tx = None;
         match self.handle.take() {
             Some(h) => h.join().map_err(|_| std::io::Error::other("output thread panicked"))?,

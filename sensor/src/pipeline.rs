@@ -105,6 +105,12 @@ pub struct Summary {
     pub peak_flows: u64,
     /// Input errors (file and byte offset).
     pub errors: Vec<String>,
+    /// Flows embedded by the model (0 with --no-embed).
+    pub embedded: u64,
+    /// FlowBatches written, and their bytes (without length prefixes).
+    pub batches: u64,
+    /// Bytes of FlowBatch buffers.
+    pub batch_bytes: u64,
     /// Live-capture counters (capture runs only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub live: Option<crate::live::LiveCounters>,
@@ -143,6 +149,9 @@ impl Summary {
             eviction_passes: f.eviction_passes,
             peak_flows: f.peak_flows,
             errors,
+            embedded: 0,
+            batches: 0,
+            batch_bytes: 0,
             live: None,
             seconds,
             packets_per_second: if seconds > 0.0 { d.packets as f64 / seconds } else { 0.0 },
@@ -175,6 +184,13 @@ impl Summary {
         let _ = writeln!(s, "  skipped      {}", if sk.is_empty() { "0".into() } else { sk.join(", ") });
         let _ = writeln!(s, "  fragments    {} later fragments without a first", self.fragments_unmatched);
         let _ = writeln!(s, "  flow table   peak {} flows, {} eviction passes", self.peak_flows, self.eviction_passes);
+        if self.embedded > 0 || self.batches > 0 {
+            let _ = writeln!(
+                s,
+                "  export       {} flows embedded, {} FlowBatches ({} bytes)",
+                self.embedded, self.batches, self.batch_bytes
+            );
+        }
         if let Some(l) = &self.live {
             let _ = writeln!(
                 s,

@@ -89,6 +89,12 @@ pub struct FlowRecord {
     pub tunnel_dst_ip: Option<IpAddr>,
     /// Why the record was exported.
     pub end_reason: &'static str,
+    /// The model's anomaly score (reconstruction error), when embedding is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f32>,
+    /// The int8 embedding (32 values), when embedding is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<Vec<i8>>,
 }
 
 fn s4(s: crate::flow::Summary) -> [f64; 4] {
@@ -143,6 +149,8 @@ impl From<&FinishedFlow> for FlowRecord {
             tunnel_src_ip: tunnel.then(|| addr(&f.outer_src, f.outer_version)),
             tunnel_dst_ip: tunnel.then(|| addr(&f.outer_dst, f.outer_version)),
             end_reason: ff.reason.name(),
+            score: None,
+            embedding: None,
         }
     }
 }

@@ -130,3 +130,132 @@ fn flow_records_have_the_documented_keys() {
     let e = s(&out.stderr);
     assert!(e.contains(&format!("flows        {} (", flows.len())), "{e}");
 }
+
+#[test]
+fn embedding_is_on_by_default_and_off_with_no_embed() {
+    let f = pcap("zeek__workshop_2011_browse.pcap");
+    let on = json_lines(&wirefold(&["replay", f.to_str().unwrap()]).stdout);
+    assert!(!on.is_empty());
+    for r in &on {
+        let e = r["embedding"].as_array().expect("embedding by default");
+        assert_eq!(e.len(), 32);
+        assert!(e.iter().all(|v| (-127..=127).contains(&v.as_i64().unwrap())));
+        assert!(r["score"].as_f64().unwrap().is_finite());
+    }
+    let distinct: std::collections::BTreeSet<String> = on.iter().map(|r| r["embedding"].to_string()).collect();
+    assert!(distinct.len() > on.len() / 2, "embeddings tell flows apart");
+    let off = json_lines(&wirefold(&["replay", "--no-embed", f.to_str().unwrap()]).stdout);
+    assert_eq!(off.len(), on.len());
+    assert!(off.iter().all(|r| r.get("embedding").is_none() && r.get("score").is_none()));
+}
+
+#[test]
+fn missing_runtime_or_wrong_model_stops_start_up_with_a_fix() {
+    let f = pcap("zeek__icmp__5-pings.pcap");
+    let out = std::process::Command::new(bin())
+        .env_remove("ORT_DYLIB_PATH")
+        .args(["replay", f.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let e = s(&out.stderr);
+    assert!(
+        e.contains("ONNX Runtime library not found") && e.contains("ORT_DYLIB_PATH") && e.contains("--no-embed"),
+        "{e}"
+    );
+    assert!(out.stdout.is_empty(), "nothing is processed");
+    let out = std::process::Command::new(bin())
+        .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
+        .args(["replay", f.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(s(&out.stderr).contains("/nonexistent/libonnxruntime.so"));
+    // A model whose input width is not the feature vector's.
+    let dir = scratch("cli-model");
+    let model = dir.join("narrow.onnx");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../embeddings/model");
+    std::fs::copy(root.join("width-mismatch.onnx"), &model).unwrap();
+    std::fs::copy(root.join("wirefold-ae-v1.card.json"), dir.join("narrow.card.json")).unwrap();
+    let out = wirefold(&["replay", "--model", model.to_str().unwrap(), f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(s(&out.stderr).contains("feature vector has 26 values"), "{}", s(&out.stderr));
+}
+
+#[test]
+fn batches_out_round_trips_to_the_same_flows() {
+    let dir = scratch("cli-batches");
+    let batches = dir.join("flows.fb");
+    let f = pcap("zeek__dns-edns-ecs.pcap");
+    let g = pcap("zeek__ftp__ipv6.pcap");
+    let out = wirefold(&[
+        "replay",
+        "--batches-out",
+        batches.to_str().unwrap(),
+        "--sensor-id",
+        "edge-7",
+        f.to_str().unwrap(),
+        g.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let json = json_lines(&out.stdout);
+    let mut r = std::io::BufReader::new(std::fs::File::open(&batches).unwrap());
+    let mut recs = Vec::new();
+    let mut seq = 0;
+    while let Some(buf) = wirefold_schema::read_framed(&mut r).unwrap() {
+        let (meta, flows) = wirefold_schema::read_batch(&buf).expect("every batch verifies");
+        seq += 1;
+        assert_eq!(meta.seq, seq);
+        assert_eq!(meta.sensor_id, "edge-7");
+        assert_eq!(meta.model_id, "wirefold-ae-v1");
+        recs.extend(flows);
+    }
+    assert_eq!(recs.len(), json.len());
+    // Same flows: compare (first time, ports, packets, bytes, embedding) as sets.
+    let key = |t: f64, sp: u64, dp: u64, p: u64, b: u64| format!("{:.6} {sp} {dp} {p} {b}", t);
+    let mut a: Vec<String> = json
+        .iter()
+        .filter(|j| !matches!(j["proto"].as_u64(), Some(1 | 58)))
+        .map(|j| {
+            key(
+                j["first_ts"].as_f64().unwrap(),
+                j["src_port"].as_u64().unwrap(),
+                j["dst_port"].as_u64().unwrap(),
+                j["fwd_packets"].as_u64().unwrap() + j["rev_packets"].as_u64().unwrap(),
+                j["fwd_bytes"].as_u64().unwrap() + j["rev_bytes"].as_u64().unwrap(),
+            ) + &j["embedding"].to_string().replace(' ', "")
+        })
+        .collect();
+    let mut b: Vec<String> = recs
+        .iter()
+        .filter(|r| !matches!(r.proto, 1 | 58))
+        .map(|r| {
+            key(
+                r.first_ns as f64 / 1e9,
+                r.src_port as u64,
+                r.dst_port as u64,
+                (r.fwd_packets + r.rev_packets) as u64,
+                r.fwd_bytes + r.rev_bytes,
+            ) + &serde_json::to_string(&r.embedding.to_vec()).unwrap()
+        })
+        .collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    assert!(recs.iter().any(|r| r.ip_version == 6) && recs.iter().any(|r| r.ip_version == 4));
+}
+
+#[test]
+fn features_out_writes_one_finite_row_per_flow() {
+    let dir = scratch("cli-features");
+    let csv = dir.join("f.csv");
+    let f = pcap("zeek__smtp.pcap");
+    let out = wirefold(&["replay", "--no-embed", "--features-out", csv.to_str().unwrap(), f.to_str().unwrap()]);
+    let flows = json_lines(&out.stdout).len();
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next().unwrap().split(',').count(), 26);
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), flows);
+    assert!(rows.iter().all(|r| r.split(',').all(|v| v.parse::<f32>().is_ok_and(|x| x.is_finite()))));
+}

@@ -81,6 +81,7 @@ impl Sensor {
         let summary = dir.join("live-summary.json");
         let mut child = ns
             .cmd(bin())
+            .env("ORT_DYLIB_PATH", ort_lib().expect("ONNX Runtime (./deploy/test.sh installs it)"))
             .args([
                 "capture",
                 "--iface",
@@ -185,7 +186,7 @@ fn by_key(flows: &[Value]) -> BTreeMap<Key, [u64; 4]> {
 }
 
 fn offline(files: &[PathBuf]) -> Vec<Value> {
-    let mut args = vec!["replay", "--idle-timeout", "never", "--active-timeout", "never"];
+    let mut args = vec!["replay", "--no-embed", "--idle-timeout", "never", "--active-timeout", "never"];
     args.extend(files.iter().map(|f| f.to_str().unwrap()));
     let out = wirefold(&args);
     assert!(out.status.success());
@@ -231,6 +232,8 @@ fn live_equals_offline(tag: &str, args: &[&str]) {
     assert_eq!(live["ring_drops"], 0, "{summary}");
     assert_eq!(summary["packets"].as_u64().unwrap(), sent, "packets seen must equal packets sent: {summary}");
     assert!(flows.iter().all(|f| ["fin", "rst", "shutdown"].contains(&f["end_reason"].as_str().unwrap())));
+    // Embedding is on by default in capture too.
+    assert!(flows.iter().all(|f| f["embedding"].as_array().is_some_and(|e| e.len() == 32) && f["score"].is_number()));
     assert_no_split(&flows);
     let want = by_key(&offline(&files));
     let got = by_key(&flows);

@@ -71,7 +71,15 @@ fn tshark_conversations(f: &Path) -> Conv {
 }
 
 fn wirefold_conversations(f: &Path) -> Conv {
-    let out = wirefold(&["replay", "--idle-timeout", "never", "--active-timeout", "never", f.to_str().unwrap()]);
+    let out = wirefold(&[
+        "replay",
+        "--no-embed",
+        "--idle-timeout",
+        "never",
+        "--active-timeout",
+        "never",
+        f.to_str().unwrap(),
+    ]);
     let mut m = Conv::new();
     for o in json_lines(&out.stdout) {
         let proto = o["proto"].as_u64().unwrap() as u8;

@@ -43,9 +43,37 @@ pub fn captures_in(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// The ONNX Runtime library for embedding: `ORT_DYLIB_PATH`, or the one
+/// `./deploy/test.sh` installs into `.local/venv`.
+pub fn ort_lib() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
+        return Some(PathBuf::from(p));
+    }
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.local/venv/lib");
+    let py = std::fs::read_dir(lib)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_str().is_some_and(|n| n.starts_with("python")))?;
+    let capi = py.path().join("site-packages/onnxruntime/capi");
+    std::fs::read_dir(capi)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libonnxruntime.so.1")))
+}
+
+/// A `wirefold` command with the ONNX Runtime found.
+pub fn wirefold_cmd() -> Command {
+    let mut c = Command::new(bin());
+    if let Some(p) = ort_lib() {
+        c.env("ORT_DYLIB_PATH", p);
+    }
+    c
+}
+
 /// Run `wirefold` with arguments.
 pub fn wirefold(args: &[&str]) -> Output {
-    Command::new(bin()).args(args).output().expect("run wirefold")
+    wirefold_cmd().args(args).output().expect("run wirefold")
 }
 
 /// Parse JSON Lines.

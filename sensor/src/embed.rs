@@ -1,0 +1,85 @@
+//! The embed stage's glue: a finished flow as the model's [`FlowSummary`]
+//! and as the wire format's [`FlowRec`].
+use crate::flow::{EndReason, FinishedFlow};
+use crate::wire::TunnelKind;
+use wirefold_embeddings::features::{extract, FlowSummary, F};
+use wirefold_schema::FlowRec;
+
+/// The numbers the feature vector is computed from.
+pub fn summary(ff: &FinishedFlow) -> FlowSummary {
+    let f = &ff.flow;
+    let (fs, rs) = (f.fwd.size(), f.rev.size());
+    let (fi, ri) = (f.fwd.iat(), f.rev.iat());
+    let c = &f.tcp.flag_counts; // by bit: FIN=0 SYN=1 RST=2 PSH=3 ACK=4
+    let dst_port = if f.initiator_is_lo { ff.key.hi_port } else { ff.key.lo_port };
+    FlowSummary {
+        duration_s: f.last_ns.saturating_sub(f.first_ns) as f64 / 1e9,
+        fwd_packets: f.fwd.packets,
+        fwd_bytes: f.fwd.bytes,
+        fwd_payload: f.fwd.payload_bytes,
+        rev_packets: f.rev.packets,
+        rev_bytes: f.rev.bytes,
+        rev_payload: f.rev.payload_bytes,
+        fwd_size: [fs.mean, fs.std, fs.max],
+        rev_size: [rs.mean, rs.std, rs.max],
+        fwd_iat: [fi.mean, fi.std],
+        rev_iat: [ri.mean, ri.std],
+        syn: c[1],
+        fin: c[0],
+        rst: c[2],
+        psh: c[3],
+        ack: c[4],
+        proto: ff.key.proto,
+        dst_port: if matches!(ff.key.proto, 1 | 58) { 0 } else { dst_port },
+    }
+}
+
+/// The feature row of a flow.
+pub fn features(ff: &FinishedFlow) -> [f32; F] {
+    let mut row = [0f32; F];
+    extract(&summary(ff), &mut row);
+    row
+}
+
+/// The wire-format record of a flow.
+pub fn flow_rec(ff: &FinishedFlow, embedding: [i8; 32], score: f32) -> FlowRec {
+    let k = &ff.key;
+    let f = &ff.flow;
+    let (src, sport, dst, dport) = if f.initiator_is_lo {
+        (k.lo_addr, k.lo_port, k.hi_addr, k.hi_port)
+    } else {
+        (k.hi_addr, k.hi_port, k.lo_addr, k.lo_port)
+    };
+    let icmp = matches!(k.proto, 1 | 58);
+    FlowRec {
+        ip_version: k.ip_version,
+        src,
+        dst,
+        src_port: if icmp { 0 } else { sport },
+        dst_port: if icmp { (f.icmp_type as u16) << 8 | f.icmp_code as u16 } else { dport },
+        proto: k.proto,
+        vlan: (k.vlan_count > 0).then_some(k.vlans[0]),
+        more_vlans: k.vlan_count.saturating_sub(1),
+        tunnel: match f.tunnel {
+            TunnelKind::None => wirefold_schema::tunnel::NONE,
+            TunnelKind::Gre => wirefold_schema::tunnel::GRE,
+            TunnelKind::Vxlan => wirefold_schema::tunnel::VXLAN,
+            TunnelKind::IpInIp => wirefold_schema::tunnel::IPIP,
+        },
+        first_ns: f.first_ns,
+        last_ns: f.last_ns,
+        fwd_packets: f.fwd.packets.min(u32::MAX as u64) as u32,
+        rev_packets: f.rev.packets.min(u32::MAX as u64) as u32,
+        fwd_bytes: f.fwd.bytes,
+        rev_bytes: f.rev.bytes,
+        tcp_flags: f.tcp.fwd_flags | f.tcp.rev_flags,
+        end_reason: ff.reason as u8,
+        score,
+        embedding,
+    }
+}
+
+/// The end reason's wire value, for readers.
+pub fn end_reason_from_wire(v: u8) -> Option<EndReason> {
+    EndReason::ALL.get(v as usize).copied()
+}
