@@ -8,7 +8,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ensure_rust
-apt_install ca-certificates pkg-config
+apt_install ca-certificates pkg-config libpcap-dev python3-venv
+setup_python
 cd "$ROOT"
 log "building wirefold (release)"
 cargo build --release --locked -p wirefold-sensor --bin wirefold
@@ -18,5 +19,6 @@ files=("$@")
 DATA="${WIREFOLD_DATA:-$ROOT/.local/data}"
 mkdir -p "$DATA"
 log "replaying ${files[*]}"
-"$ROOT/target/release/wirefold" replay --top 10 --out "$DATA/flows.jsonl" --summary-json "$DATA/summary.json" "${files[@]}"
-log "flow records: $DATA/flows.jsonl ($(wc -l <"$DATA/flows.jsonl") flows); summary: $DATA/summary.json"
+"$ROOT/target/release/wirefold" replay --top 10 --out "$DATA/flows.jsonl" --batches-out "$DATA/flows.fb" \
+    --summary-json "$DATA/summary.json" "${files[@]}"
+log "flow records: $DATA/flows.jsonl ($(wc -l <"$DATA/flows.jsonl") flows, with embeddings); FlowBatches: $DATA/flows.fb; summary: $DATA/summary.json"

@@ -44,15 +44,21 @@ fn runtime() -> Result<&'static ort::environment::Environment, EmbedError> {
     r.as_ref().map_err(|e| EmbedError::Runtime(e.clone()))
 }
 
-/// Symmetric int8 quantization: `round(x / scale)` clamped to ±127.
+/// Symmetric int8 quantization: `x / scale` rounded half away from zero,
+/// clamped to ±127 (NaN gives 0).
 #[inline]
 pub fn quantize(x: f32, scale: f32) -> i8 {
-    let q = (x / scale).round();
-    if q.is_nan() {
-        0
-    } else {
-        q.clamp(-127.0, 127.0) as i8
-    }
+    quantize_inv(x, 1.0 / scale)
+}
+
+/// [`quantize`] with the reciprocal of the scale precomputed. Rounds with a
+/// truncating conversion instead of a libm `roundf` call: this runs 32 times
+/// per flow.
+#[inline]
+pub fn quantize_inv(x: f32, inv_scale: f32) -> i8 {
+    let r = (x * inv_scale).clamp(-127.0, 127.0);
+    // `as` saturates and maps NaN to 0.
+    (if r >= 0.0 { r + 0.5 } else { r - 0.5 }) as i8
 }
 
 /// A loaded model with its card.
@@ -173,12 +179,12 @@ impl Embedder {
         let r = self.infer(&input, &mut emb, scores);
         self.input = input;
         r?;
-        let scale = self.card.int8_scale;
+        let inv = 1.0 / self.card.int8_scale;
         out.clear();
         out.extend(emb.chunks_exact(EMBEDDING_DIM).map(|c| {
             let mut q = [0i8; EMBEDDING_DIM];
             for (d, x) in q.iter_mut().zip(c) {
-                *d = quantize(*x, scale);
+                *d = quantize_inv(*x, inv);
             }
             q
         }));

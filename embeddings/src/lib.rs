@@ -12,7 +12,7 @@ pub mod embedder;
 pub mod features;
 
 pub use card::ModelCard;
-pub use embedder::{quantize, EmbedError, Embedder, EMBEDDING_DIM};
+pub use embedder::{quantize, quantize_inv, EmbedError, Embedder, EMBEDDING_DIM};
 pub use features::{extract, FlowSummary, F, FEATURES};
 
 /// The bundled model, compiled into the binary.
