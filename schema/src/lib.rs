@@ -258,6 +258,10 @@ pub fn verify(buf: &[u8]) -> Result<fb::FlowBatch<'_>, SchemaError> {
     if b.schema_version() != SCHEMA_VERSION {
         return Err(SchemaError::Version { got: b.schema_version(), want: SCHEMA_VERSION });
     }
+    let scale = b.scale();
+    if !(scale.is_finite() && scale >= 0.0) {
+        return Err(SchemaError::Invalid(format!("scale {scale} is not a finite, non-negative number")));
+    }
     Ok(b)
 }
 

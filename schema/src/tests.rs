@@ -121,6 +121,20 @@ fn corrupt_buffers_are_rejected_never_panic() {
     );
     fb::finish_flow_batch_buffer(&mut fbb, root);
     assert_eq!(read_batch(fbb.finished_data()).unwrap_err(), SchemaError::Version { got: 9, want: SCHEMA_VERSION });
+    // A scale that would poison every embedding (found by `cargo fuzz run batch`).
+    let mut fbb = FlatBufferBuilder::new();
+    let sid = fbb.create_string("s");
+    let root = fb::FlowBatch::create(
+        &mut fbb,
+        &fb::FlowBatchArgs {
+            sensor_id: Some(sid),
+            schema_version: SCHEMA_VERSION,
+            scale: f32::NAN,
+            ..Default::default()
+        },
+    );
+    fb::finish_flow_batch_buffer(&mut fbb, root);
+    assert!(matches!(read_batch(fbb.finished_data()), Err(SchemaError::Invalid(m)) if m.contains("scale NaN")));
     // A verifier failure names its reason.
     let e = read_batch(&good[..good.len() / 2]).unwrap_err().to_string();
     assert!(e.contains("verification"), "{e}");

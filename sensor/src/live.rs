@@ -13,7 +13,7 @@ use crate::capture::afpacket::{AfPacketConfig, AfPacketSocket, Fanout, KernelSta
 use crate::capture::{CaptureError, PacketSource};
 use crate::flow::{EndReason, FlowConfig, FlowStats, FlowTable};
 use crate::output::FlowSink;
-use crate::ring::Ring;
+use crate::ring::{Producer, Ring};
 use crate::wire::{DecodeStats, Decoder, PacketMeta};
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -87,6 +87,30 @@ pub struct LiveCounters {
     pub kernel_freezes: u64,
     /// Packet records dropped because a capture→flow ring was full.
     pub ring_drops: u64,
+    /// DPDK port counters (DPDK capture only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dpdk: Option<DpdkCounters>,
+}
+
+/// DPDK port counters for the summary.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct DpdkCounters {
+    /// Port id.
+    pub port: u16,
+    /// Rx queues.
+    pub queues: u16,
+    /// Whether RSS with the symmetric key spread the queues.
+    pub rss: bool,
+    /// Packets received by the port.
+    pub ipackets: u64,
+    /// Packets missed because rx queues were full.
+    pub imissed: u64,
+    /// Receive errors.
+    pub ierrors: u64,
+    /// Receive failures for lack of mbufs.
+    pub rx_nombuf: u64,
+    /// Packets per queue.
+    pub queue_ipackets: Vec<u64>,
 }
 
 /// What a finished capture run counted.
@@ -288,19 +312,26 @@ fn capture_to_ring(
 ) -> (DecodeStats, KernelStats) {
     let mut dec = Decoder::new();
     let mut meta = PacketMeta::default();
-    let mut drops = 0u64;
+    let producer = std::cell::RefCell::new(Producer::new(ring));
     let ks = capture_loop(
         sock,
         c,
         stop,
         |p| {
-            if dec.decode(p.link, p.data, p.wire_len, p.ts_ns, &mut meta) && !ring.push(meta) {
-                drops += 1;
+            if dec.decode(p.link, p.data, p.wire_len, p.ts_ns, &mut meta) {
+                producer.borrow_mut().push(meta);
             }
         },
-        |_| {},
+        |_| {
+            // End of a block: hand over what is batched, publish drops.
+            let mut pr = producer.borrow_mut();
+            pr.flush();
+            c.ring_drops.store(pr.drops, Relaxed);
+        },
     );
-    c.ring_drops.store(drops, Relaxed);
+    let mut pr = producer.into_inner();
+    pr.flush();
+    c.ring_drops.store(pr.drops, Relaxed);
     (dec.stats, ks)
 }
 
@@ -316,10 +347,13 @@ fn flow_worker(
     let mut idle_spins = 0u32;
     loop {
         let mut n = 0;
-        while let Some(m) = ring.pop() {
-            table.add(&m);
-            n += 1;
-            if n == 4096 {
+        while let Some(b) = ring.next_full() {
+            for m in b.items() {
+                table.add(m);
+            }
+            n += b.len();
+            ring.recycle(b);
+            if n >= 4096 {
                 break;
             }
         }
@@ -399,4 +433,164 @@ fn run_to_completion(
     }
     let _ = sink.flush();
     (dec.stats, t.stats.clone(), ks)
+}
+
+/// Run to completion on any packet source: decode, track flows, hand
+/// finished flows to `sink`, until `stop` is set (or, with `idle_exit`, no
+/// packet came for that long after the first). Returns the counters.
+pub fn run_source_to_completion(
+    src: &mut dyn PacketSource,
+    cfg: FlowConfig,
+    mut sink: FlowSink,
+    c: &ThreadCounters,
+    stop: &AtomicBool,
+    idle_exit: Option<Duration>,
+) -> (DecodeStats, FlowStats) {
+    let mut dec = Decoder::new();
+    let mut meta = PacketMeta::default();
+    let mut table = FlowTable::new(cfg);
+    let mut last_tick = wall_ns();
+    let mut last_packet = 0u64;
+    let mut seen_at_check = 0u64;
+    let (mut packets, mut bytes) = (0u64, 0u64);
+    let mut idle_polls = 0u32;
+    loop {
+        let before = packets;
+        let _ = src.next_batch(&mut |p| {
+            packets += 1;
+            bytes += p.data.len() as u64;
+            if dec.decode(p.link, p.data, p.wire_len, p.ts_ns, &mut meta) {
+                table.add(&meta);
+            }
+        });
+        if packets != before {
+            idle_polls = 0;
+            c.packets.store(packets, Relaxed);
+            c.bytes.store(bytes, Relaxed);
+            for f in table.drain_finished() {
+                let _ = sink.push(&f);
+            }
+            continue;
+        }
+        // An empty poll: look at the clock only every so often.
+        idle_polls += 1;
+        if idle_polls % 1024 != 0 {
+            continue;
+        }
+        let now = wall_ns();
+        if packets != seen_at_check {
+            // Packets came since the last look: traffic was recent.
+            seen_at_check = packets;
+            last_packet = now;
+        }
+        if now.saturating_sub(last_tick) >= TICK.as_nanos() as u64 {
+            last_tick = now;
+            table.advance(now);
+            for f in table.drain_finished() {
+                let _ = sink.push(&f);
+            }
+            c.active_flows.store(table.len() as u64, Relaxed);
+        }
+        let idle_for = now.saturating_sub(last_packet);
+        if stop.load(Relaxed) || idle_exit.is_some_and(|d| packets > 0 && idle_for >= d.as_nanos() as u64) {
+            break;
+        }
+    }
+    c.packets.store(packets, Relaxed);
+    c.bytes.store(bytes, Relaxed);
+    table.flush(EndReason::Shutdown);
+    for f in table.drain_finished() {
+        let _ = sink.push(&f);
+    }
+    let _ = sink.flush();
+    (dec.stats, table.stats.clone())
+}
+
+/// DPDK capture settings (feature `dpdk`).
+#[derive(Debug, Clone)]
+pub struct DpdkConfig {
+    /// EAL arguments, e.g. `--no-huge -m 512 --no-shconf --no-pci -l 0 --vdev net_pcap0,rx_pcap=F`.
+    pub eal_args: Vec<String>,
+    /// Port id.
+    pub port: u16,
+    /// Rx queues, one lcore each.
+    pub queues: u16,
+    /// Mbufs in the pool.
+    pub mbufs: u32,
+    /// Flow table settings (per queue).
+    pub flow: FlowConfig,
+    /// Stop when no packet arrived for this long (after the first).
+    pub idle_exit: Option<Duration>,
+}
+
+/// Capture from DPDK rx queues, one lcore per queue, each running to
+/// completion (decode and flow tracking on the lcore). Set-up errors carry
+/// DPDK's own message.
+#[cfg(feature = "dpdk")]
+pub fn run_dpdk(
+    cfg: DpdkConfig,
+    stop: Arc<AtomicBool>,
+    mut sink_for: impl FnMut() -> FlowSink,
+    counters: &[Arc<ThreadCounters>],
+) -> Result<LiveResult, CaptureError> {
+    use crate::capture::dpdk::DpdkSource;
+    let setup = |e: dpdk_shim::DpdkError| CaptureError::Setup(format!("DPDK: {e}"));
+    let eal = dpdk_shim::Eal::init(&cfg.eal_args).map_err(setup)?;
+    let workers = eal.worker_lcores();
+    if (workers.len() + 1) < cfg.queues as usize {
+        return Err(CaptureError::Setup(format!(
+            "DPDK: {} rx queues need {} lcores, the EAL has {} (give more with -l, e.g. -l 0-{})",
+            cfg.queues,
+            cfg.queues,
+            workers.len() + 1,
+            cfg.queues - 1
+        )));
+    }
+    let pool = dpdk_shim::Mempool::new(&eal, "wirefold_rx", cfg.mbufs, 2048 + 128).map_err(setup)?;
+    let port = dpdk_shim::Port::start(&eal, cfg.port, cfg.queues, 1024, &pool).map_err(setup)?;
+    let (tx, rx) = crossbeam::channel::unbounded();
+    let mut launched = Vec::new();
+    // Queues 1.. on worker lcores; queue 0 on this (the main) lcore.
+    for q in 1..cfg.queues {
+        let mut src = DpdkSource::new(port.rx_queue(q));
+        let (sink, c, stop, tx, flow, idle) =
+            (sink_for(), counters[q as usize].clone(), stop.clone(), tx.clone(), cfg.flow, cfg.idle_exit);
+        launched.push(
+            eal.launch(workers[q as usize - 1], move || {
+                let r = run_source_to_completion(&mut src, flow, sink, &c, &stop, idle);
+                let _ = tx.send(r);
+            })
+            .map_err(setup)?,
+        );
+    }
+    let mut src0 = DpdkSource::new(port.rx_queue(0));
+    let r0 = run_source_to_completion(&mut src0, cfg.flow, sink_for(), &counters[0], &stop, cfg.idle_exit);
+    // Queue 0 finished (stop or idle): make sure the others stop too.
+    stop.store(true, Relaxed);
+    for l in launched {
+        l.wait();
+    }
+    drop(tx);
+    let mut res = LiveResult::default();
+    for (d, f) in std::iter::once(r0).chain(rx.iter()) {
+        res.decode.merge(&d);
+        merge_flow_stats(&mut res.flows, &f);
+    }
+    let st = port.stats().map_err(setup)?;
+    res.live.interface = format!("dpdk port {}", cfg.port);
+    res.live.threads = cfg.queues as usize;
+    res.live.dpdk = Some(DpdkCounters {
+        port: cfg.port,
+        queues: cfg.queues,
+        rss: port.rss(),
+        ipackets: st.ipackets,
+        imissed: st.imissed,
+        ierrors: st.ierrors,
+        rx_nombuf: st.rx_nombuf,
+        queue_ipackets: st.queue_ipackets,
+    });
+    drop(port);
+    drop(pool);
+    drop(eal);
+    Ok(res)
 }

@@ -111,9 +111,32 @@ struct OutputArgs {
 
 #[derive(Args, Debug)]
 struct CaptureArgs {
-    /// Interface to capture on.
-    #[arg(long, value_name = "NAME")]
-    iface: String,
+    /// Interface to capture on (AF_PACKET).
+    #[arg(long, value_name = "NAME", required_unless_present = "dpdk")]
+    iface: Option<String>,
+    /// Capture with DPDK instead of AF_PACKET (needs a build with `--features dpdk`).
+    #[arg(long)]
+    dpdk: bool,
+    /// DPDK EAL arguments, as one string.
+    #[arg(
+        long,
+        value_name = "ARGS",
+        allow_hyphen_values = true,
+        default_value = "--no-huge -m 512 --no-shconf --no-pci -l 0"
+    )]
+    eal: String,
+    /// DPDK port id.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    port: u16,
+    /// DPDK rx queues, one lcore each (give the EAL that many lcores with -l).
+    #[arg(long, value_name = "Q", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    queues: u16,
+    /// DPDK mbufs in the pool (for net_pcap with infinite_rx, at least the file's packets).
+    #[arg(long, value_name = "N", default_value_t = 65535)]
+    mbufs: u32,
+    /// DPDK: stop by itself when no packet arrived for this long (after the first), e.g. for file-backed vdevs.
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    idle_exit: Option<Timeout>,
     /// Capture threads (one AF_PACKET socket and ring each).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
     threads: u64,
@@ -286,9 +309,13 @@ fn report(o: &OutputArgs, export: &ExportReport, summary: &mut Summary) -> anyho
 }
 
 fn capture(a: CaptureArgs) -> anyhow::Result<ExitCode> {
+    if a.dpdk {
+        return capture_dpdk(a);
+    }
+    let iface = a.iface.clone().unwrap_or_default();
     let cfg = LiveConfig {
         socket: AfPacketConfig {
-            iface: a.iface.clone(),
+            iface: iface.clone(),
             block_size: a.block_size,
             block_count: a.block_count,
             retire_timeout_ms: a.retire_timeout,
@@ -297,8 +324,8 @@ fn capture(a: CaptureArgs) -> anyhow::Result<ExitCode> {
             ..AfPacketConfig::default()
         },
         threads: a.threads as usize,
-        cpus: a.cpus.map(|c| c.0).unwrap_or_default(),
-        worker_cpus: a.worker_cpus.map(|c| c.0).unwrap_or_default(),
+        cpus: a.cpus.clone().map(|c| c.0).unwrap_or_default(),
+        worker_cpus: a.worker_cpus.clone().map(|c| c.0).unwrap_or_default(),
         mode: a.mode,
         fanout_id: a.fanout_id,
         flow: a.flow.config(),
@@ -325,7 +352,7 @@ fn capture(a: CaptureArgs) -> anyhow::Result<ExitCode> {
     let counters = cap.counters.clone();
     eprintln!(
         "wirefold: capturing on {} ({} threads, {} mode, fanout group {}); stop with Ctrl-C or SIGTERM",
-        a.iface,
+        iface,
         a.threads,
         if a.mode == Mode::Pipeline { "pipeline" } else { "run-to-completion" },
         cap.fanout_id()
@@ -339,25 +366,7 @@ fn capture(a: CaptureArgs) -> anyhow::Result<ExitCode> {
             (r, writer)
         })
         .context("starting capture")?;
-    let interval = Duration::from_secs(a.status_interval);
-    let mut last = (Instant::now(), 0u64);
-    while !runner.is_finished() {
-        std::thread::sleep(Duration::from_millis(100));
-        if a.status_interval > 0 && last.0.elapsed() >= interval {
-            let sum = |f: fn(&ThreadCounters) -> &AtomicU64| counters.iter().map(|c| f(c).load(Relaxed)).sum::<u64>();
-            let packets = sum(|c| &c.packets);
-            let secs = last.0.elapsed().as_secs_f64();
-            eprintln!(
-                "wirefold: {:.0} pkt/s, {} packets, kernel drops {}, ring drops {}, active flows {}",
-                (packets - last.1) as f64 / secs,
-                packets,
-                sum(|c| &c.kernel_drops),
-                sum(|c| &c.ring_drops),
-                sum(|c| &c.active_flows)
-            );
-            last = (Instant::now(), packets);
-        }
-    }
+    status_until_done(&runner, &counters, a.status_interval);
     let (res, writer) = runner.join().map_err(|_| anyhow::anyhow!("capture thread panicked"))?;
     let top = writer.finish().context("writing flows")?;
     let mut summary = Summary::new(1, &res.decode, &res.flows, Vec::new(), started.elapsed().as_secs_f64());
@@ -403,4 +412,82 @@ fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         Summary::new(files, &pipe.decoder.stats, &pipe.table.stats, errors, started.elapsed().as_secs_f64());
     report(&a.output, &top, &mut summary)?;
     Ok(if summary.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Print a status line every `every` seconds until `runner` finishes.
+fn status_until_done<T>(runner: &std::thread::JoinHandle<T>, counters: &[Arc<ThreadCounters>], every: u64) {
+    let interval = Duration::from_secs(every);
+    let mut last = (Instant::now(), 0u64);
+    while !runner.is_finished() {
+        std::thread::sleep(Duration::from_millis(100));
+        if every > 0 && last.0.elapsed() >= interval {
+            let sum = |f: fn(&ThreadCounters) -> &AtomicU64| counters.iter().map(|c| f(c).load(Relaxed)).sum::<u64>();
+            let packets = sum(|c| &c.packets);
+            let secs = last.0.elapsed().as_secs_f64();
+            eprintln!(
+                "wirefold: {:.0} pkt/s, {} packets, kernel drops {}, ring drops {}, active flows {}",
+                (packets - last.1) as f64 / secs,
+                packets,
+                sum(|c| &c.kernel_drops),
+                sum(|c| &c.ring_drops),
+                sum(|c| &c.active_flows)
+            );
+            last = (Instant::now(), packets);
+        }
+    }
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn capture_dpdk(_a: CaptureArgs) -> anyhow::Result<ExitCode> {
+    eprintln!("wirefold: this wirefold was built without DPDK support; rebuild with `cargo build --release -p wirefold-sensor --features dpdk` (needs Debian's libdpdk-dev)");
+    Ok(ExitCode::from(2))
+}
+
+#[cfg(feature = "dpdk")]
+fn capture_dpdk(a: CaptureArgs) -> anyhow::Result<ExitCode> {
+    use wirefold_sensor::live::{run_dpdk, DpdkConfig};
+    let cfg = DpdkConfig {
+        eal_args: a.eal.split_whitespace().map(str::to_string).collect(),
+        port: a.port,
+        queues: a.queues,
+        mbufs: a.mbufs,
+        flow: a.flow.config(),
+        idle_exit: a.idle_exit.and_then(|t| t.0).map(Duration::from_nanos),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing the signal handler")?;
+    }
+    let writer = match open_output(&a.output) {
+        Ok(w) => w,
+        Err((e, code)) => {
+            eprintln!("wirefold: {e:#}");
+            return Ok(ExitCode::from(code));
+        }
+    };
+    let counters: Vec<Arc<ThreadCounters>> = (0..a.queues).map(|_| Arc::new(ThreadCounters::default())).collect();
+    eprintln!("wirefold: capturing with DPDK on port {} ({} queues); stop with Ctrl-C or SIGTERM", a.port, a.queues);
+    let started = Instant::now();
+    let c2 = counters.clone();
+    let runner = std::thread::Builder::new()
+        .name("wf-dpdk".into())
+        .spawn(move || {
+            let r = run_dpdk(cfg, stop, || writer.sink(), &c2);
+            (r, writer)
+        })
+        .context("starting capture")?;
+    status_until_done(&runner, &counters, a.status_interval);
+    let (res, writer) = runner.join().map_err(|_| anyhow::anyhow!("capture thread panicked"))?;
+    let top = writer.finish().context("writing flows")?;
+    let res = match res {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("wirefold: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let mut summary = Summary::new(1, &res.decode, &res.flows, Vec::new(), started.elapsed().as_secs_f64());
+    summary.live = Some(res.live);
+    report(&a.output, &top, &mut summary)?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -191,7 +191,20 @@ impl Summary {
                 self.embedded, self.batches, self.batch_bytes
             );
         }
-        if let Some(l) = &self.live {
+        if let Some(d) = self.live.as_ref().and_then(|l| l.dpdk.as_ref()) {
+            let _ = writeln!(
+                s,
+                "  dpdk         port {} ({} queues, rss {}): ipackets {}, imissed {}, ierrors {}, rx_nombuf {}",
+                d.port,
+                d.queues,
+                if d.rss { "on" } else { "off" },
+                d.ipackets,
+                d.imissed,
+                d.ierrors,
+                d.rx_nombuf
+            );
+        }
+        if let Some(l) = self.live.as_ref().filter(|l| l.dpdk.is_none()) {
             let _ = writeln!(
                 s,
                 "  capture      {} ({} threads, fanout group {}): kernel saw {}, kernel drops {}, freezes {}, ring drops {}",

@@ -259,3 +259,12 @@ fn features_out_writes_one_finite_row_per_flow() {
     assert_eq!(rows.len(), flows);
     assert!(rows.iter().all(|r| r.split(',').all(|v| v.parse::<f32>().is_ok_and(|x| x.is_finite()))));
 }
+
+#[cfg(not(feature = "dpdk"))]
+#[test]
+fn dpdk_without_the_feature_says_how_to_get_it() {
+    let out = wirefold(&["capture", "--dpdk"]);
+    assert_eq!(out.status.code(), Some(2));
+    let e = s(&out.stderr);
+    assert!(e.contains("built without DPDK support") && e.contains("--features dpdk"), "{e}");
+}

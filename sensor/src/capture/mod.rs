@@ -3,6 +3,8 @@
 //! tests can compare them.
 
 pub mod afpacket;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod pcap;
 
 pub use crate::wire::decode::LinkType;

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# DPDK rx + parse + flow tracking on one lcore, from net_pcap with
+# infinite_rx=1 on a capture built from the corpus, next to offline replay of
+# the same capture in the same run. Reports the median of the per-second
+# status lines (after a warm-up), and ends with `dpdk: X Mpps, offline: Z Mpps`.
+#
+#   bench/dpdk.sh [SECONDS]     (default 12)
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../deploy/lib.sh"
+apt_install libdpdk-dev dpdk pkg-config python3
+SECS="${1:-12}"
+WORK="$ROOT/.local/bench"
+mkdir -p "$WORK"
+CAP="$WORK/dpdk-60k.pcap"
+if [ ! -s "$CAP" ]; then
+    SRC="$ROOT/../shared/data/pcaps"
+    [ -d "$SRC" ] || SRC="$ROOT/sensor/tests/pcaps"
+    python3 "$ROOT/bench/make_capture.py" "$SRC" "$CAP" 60000 9000
+fi
+(cd "$ROOT" && cargo build --release --locked -q -p wirefold-sensor --features dpdk --bin wirefold)
+WF="$ROOT/target/release/wirefold"
+PKTS=$(python3 -c "import sys;d=open('$CAP','rb').read();o=24;n=0
+while o+16<=len(d):
+    import struct;c=struct.unpack('<I',d[o+8:o+12])[0];o+=16+c;n+=1
+print(n)")
+median() { sort -g | awk '{a[NR]=$1} END{print (NR%2)? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+"$WF" capture --dpdk --eal "--no-huge -m 2048 --no-shconf --no-pci -l 0 --vdev net_pcap0,rx_pcap=$CAP,infinite_rx=1" \
+    --mbufs $((PKTS * 2 + 4096)) --no-embed --out /dev/null --status-interval 1 --summary-json "$WORK/dpdk.sum" \
+    2>"$WORK/dpdk.err" &
+pid=$!
+sleep "$SECS"
+kill -INT $pid
+wait $pid || true
+DPDK=$(grep -E '^wirefold: [0-9]+ pkt/s' "$WORK/dpdk.err" | awk '{print $2}' | tail -n +4 | median)
+python3 -c "import json;d=json.load(open('$WORK/dpdk.sum'))['live']['dpdk'];print('dpdk port stats:', {k:d[k] for k in ('ipackets','imissed','ierrors','rx_nombuf')})"
+
+OFF=()
+for _ in 1 2 3 4 5; do
+    "$WF" replay --no-embed --out /dev/null --summary-json "$WORK/off.sum" "$CAP" "$CAP" "$CAP" "$CAP" "$CAP" 2>/dev/null
+    OFF+=("$(python3 -c "import json;print(json.load(open('$WORK/off.sum'))['packets_per_second'])")")
+done
+OFFM=$(printf '%s\n' "${OFF[@]}" | median)
+echo "capture: $PKTS packets looped by net_pcap (infinite_rx), one lcore; offline: the same file x5, in-process time, median of 5"
+printf 'dpdk: %.2f Mpps, offline: %.2f Mpps\n' "$(echo "$DPDK / 1000000" | bc -l)" "$(echo "$OFFM / 1000000" | bc -l)"

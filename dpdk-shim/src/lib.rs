@@ -1,0 +1,391 @@
+//! Wirefold's DPDK island: FFI to a small C shim over the system DPDK
+//! (Debian's `libdpdk-dev`, 22.11), and a safe layer on top of it.
+//!
+//! The C file `csrc/shim.c` wraps DPDK's `static inline` functions
+//! (`rte_eth_rx_burst`, mbuf data pointer and lengths, free) and port set-up.
+//! This crate is one of Wirefold's two `unsafe` islands; every `unsafe`
+//! block carries a `// SAFETY:` comment. It builds only when asked (the
+//! sensor's `dpdk` feature): the default build needs no DPDK.
+//!
+//! * [`Eal`] — EAL initialisation from an argument list (once per process).
+//! * [`Mempool`] — a packet-buffer pool.
+//! * [`Port`] — an ethdev port with N rx queues (symmetric RSS where the
+//!   device supports it), started on creation, stopped on drop.
+//! * [`Mbuf`] — one received packet; frees itself on drop; not `Clone`.
+#![allow(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::ffi::{c_char, c_int, c_void, CString};
+use std::ptr::NonNull;
+
+mod ffi {
+    use std::ffi::{c_char, c_int, c_uint, c_void};
+
+    #[repr(C)]
+    pub struct RteMbuf {
+        _private: [u8; 0],
+    }
+    #[repr(C)]
+    pub struct RteMempool {
+        _private: [u8; 0],
+    }
+
+    extern "C" {
+        pub fn wf_eal_init(argc: c_int, argv: *mut *mut c_char) -> c_int;
+        pub fn wf_eal_cleanup() -> c_int;
+        pub fn wf_errno() -> c_int;
+        pub fn wf_strerror(e: c_int) -> *const c_char;
+        pub fn wf_port_count() -> u16;
+        pub fn wf_pool_create(name: *const c_char, n: c_uint, cache: c_uint, data_room: u16) -> *mut RteMempool;
+        pub fn wf_pool_free(mp: *mut RteMempool);
+        pub fn wf_port_max_rx_queues(port: u16) -> c_int;
+        pub fn wf_port_setup(port: u16, nq: u16, nb_rxd: u16, mp: *mut RteMempool, rss_out: *mut c_int) -> c_int;
+        pub fn wf_port_stop(port: u16) -> c_int;
+        pub fn wf_port_close(port: u16) -> c_int;
+        pub fn wf_port_stats(port: u16, out: *mut u64, nq: u16) -> c_int;
+        pub fn wf_rx_burst(port: u16, q: u16, pkts: *mut *mut RteMbuf, n: u16) -> u16;
+        pub fn wf_mbuf_data(m: *const RteMbuf) -> *const u8;
+        pub fn wf_mbuf_data_len(m: *const RteMbuf) -> u16;
+        pub fn wf_mbuf_pkt_len(m: *const RteMbuf) -> u32;
+        pub fn wf_mbuf_free(m: *mut RteMbuf);
+        pub fn wf_next_worker(after: c_uint) -> c_uint;
+        pub fn wf_max_lcore() -> c_uint;
+        pub fn wf_remote_launch(f: extern "C" fn(*mut c_void) -> c_int, arg: *mut c_void, lcore: c_uint) -> c_int;
+        pub fn wf_wait_lcore(lcore: c_uint) -> c_int;
+    }
+}
+
+/// A DPDK failure, with DPDK's own message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}: {message}")]
+pub struct DpdkError {
+    /// What was being done.
+    pub what: String,
+    /// DPDK's error string.
+    pub message: String,
+}
+
+fn err(what: impl Into<String>, code: c_int) -> DpdkError {
+    let code = code.abs();
+    // SAFETY: rte_strerror returns a pointer to a static or thread-local
+    // NUL-terminated string that stays valid at least until the next call on
+    // this thread; we copy it out immediately.
+    let message = unsafe { std::ffi::CStr::from_ptr(ffi::wf_strerror(code)) }.to_string_lossy().into_owned();
+    DpdkError { what: what.into(), message }
+}
+
+fn last_err(what: impl Into<String>) -> DpdkError {
+    // SAFETY: reads DPDK's per-thread errno; no memory is touched.
+    err(what, unsafe { ffi::wf_errno() })
+}
+
+static EAL_STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The initialised Environment Abstraction Layer. Only one per process.
+#[derive(Debug)]
+pub struct Eal {
+    _private: (),
+}
+
+impl Eal {
+    /// Initialise the EAL with `args` (as on a DPDK command line, without
+    /// the program name), e.g. `--no-huge -m 512 --no-shconf --no-pci -l 0
+    /// --vdev net_pcap0,rx_pcap=FILE`.
+    pub fn init(args: &[String]) -> Result<Eal, DpdkError> {
+        if EAL_STARTED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(DpdkError {
+                what: "EAL init".into(),
+                message: "the EAL is already initialised in this process".into(),
+            });
+        }
+        let mut owned: Vec<CString> = std::iter::once("wirefold".to_string())
+            .chain(args.iter().cloned())
+            .map(|a| {
+                CString::new(a)
+                    .map_err(|_| DpdkError { what: "EAL init".into(), message: "argument contains a NUL byte".into() })
+            })
+            .collect::<Result<_, _>>()?;
+        let mut argv: Vec<*mut c_char> = owned.iter_mut().map(|s| s.as_ptr() as *mut c_char).collect();
+        // SAFETY: argv holds argc valid NUL-terminated strings that live
+        // (in `owned`) until after the call; DPDK may permute the pointer
+        // array, which we own and do not reuse.
+        let r = unsafe { ffi::wf_eal_init(argv.len() as c_int, argv.as_mut_ptr()) };
+        if r < 0 {
+            return Err(last_err(format!("EAL init with arguments '{}'", args.join(" "))));
+        }
+        Ok(Eal { _private: () })
+    }
+
+    /// Ethernet ports available.
+    pub fn port_count(&self) -> u16 {
+        // SAFETY: the EAL is initialised (we hold `self`).
+        unsafe { ffi::wf_port_count() }
+    }
+
+    /// Worker lcores (all enabled lcores but the main one), in order.
+    pub fn worker_lcores(&self) -> Vec<u32> {
+        let mut v = Vec::new();
+        // SAFETY: plain lcore-table queries on an initialised EAL.
+        let max = unsafe { ffi::wf_max_lcore() };
+        let mut l = u32::MAX;
+        loop {
+            // SAFETY: as above; `l` is a previous return value or the start marker.
+            l = unsafe { ffi::wf_next_worker(l) };
+            if l >= max {
+                break;
+            }
+            v.push(l);
+        }
+        v
+    }
+
+    /// Run `f` on worker lcore `lcore` (pinned by the EAL).
+    pub fn launch(&self, lcore: u32, f: impl FnOnce() + Send + 'static) -> Result<Launched, DpdkError> {
+        type Job = Box<dyn FnOnce() + Send>;
+        extern "C" fn trampoline(arg: *mut c_void) -> c_int {
+            // SAFETY: `arg` is the Box<Job> leaked below, handed over exactly once.
+            let job: Box<Job> = unsafe { Box::from_raw(arg as *mut Job) };
+            job();
+            0
+        }
+        let job: Box<Job> = Box::new(Box::new(f));
+        let arg = Box::into_raw(job) as *mut c_void;
+        // SAFETY: the trampoline matches the C signature; on success DPDK
+        // calls it once with `arg`, which then owns the job.
+        let r = unsafe { ffi::wf_remote_launch(trampoline, arg, lcore) };
+        if r != 0 {
+            // SAFETY: the launch failed, so the job was never handed over.
+            drop(unsafe { Box::from_raw(arg as *mut Job) });
+            return Err(err(format!("launching on lcore {lcore}"), r));
+        }
+        Ok(Launched { lcore })
+    }
+}
+
+impl Drop for Eal {
+    fn drop(&mut self) {
+        // SAFETY: called once, after every Port and Mempool (which borrow the
+        // Eal) are gone.
+        unsafe { ffi::wf_eal_cleanup() };
+    }
+}
+
+/// Work running on a worker lcore.
+#[derive(Debug)]
+#[must_use = "wait for the lcore"]
+pub struct Launched {
+    lcore: u32,
+}
+
+impl Launched {
+    /// Wait for the work to finish.
+    pub fn wait(self) {
+        // SAFETY: waits for the lcore we launched on.
+        unsafe { ffi::wf_wait_lcore(self.lcore) };
+    }
+}
+
+/// A packet-buffer pool.
+#[derive(Debug)]
+pub struct Mempool<'e> {
+    ptr: NonNull<ffi::RteMempool>,
+    _eal: &'e Eal,
+}
+
+// SAFETY: DPDK mempools are designed to be used from many lcores at once.
+unsafe impl Send for Mempool<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for Mempool<'_> {}
+
+impl<'e> Mempool<'e> {
+    /// A pool of `n` buffers with `data_room` bytes each.
+    pub fn new(eal: &'e Eal, name: &str, n: u32, data_room: u16) -> Result<Self, DpdkError> {
+        let c = CString::new(name)
+            .map_err(|_| DpdkError { what: "mempool".into(), message: "name contains NUL".into() })?;
+        // SAFETY: valid C string; EAL initialised.
+        let p = unsafe { ffi::wf_pool_create(c.as_ptr(), n, 256, data_room) };
+        NonNull::new(p)
+            .map(|ptr| Mempool { ptr, _eal: eal })
+            .ok_or_else(|| last_err(format!("creating a pool of {n} mbufs")))
+    }
+}
+
+impl Drop for Mempool<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the pool came from rte_pktmbuf_pool_create and every Port
+        // using it (which borrows it) has been dropped.
+        unsafe { ffi::wf_pool_free(self.ptr.as_ptr()) };
+    }
+}
+
+/// Port counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortStats {
+    /// Packets received.
+    pub ipackets: u64,
+    /// Packets the hardware (or PMD) dropped because rx queues were full.
+    pub imissed: u64,
+    /// Receive errors.
+    pub ierrors: u64,
+    /// Receive failures for lack of mbufs.
+    pub rx_nombuf: u64,
+    /// Packets per rx queue.
+    pub queue_ipackets: Vec<u64>,
+}
+
+/// A started ethdev port.
+#[derive(Debug)]
+pub struct Port<'p> {
+    id: u16,
+    queues: u16,
+    rss: bool,
+    _pool: &'p Mempool<'p>,
+}
+
+impl<'p> Port<'p> {
+    /// Configure port `id` with `queues` rx queues of `nb_rxd` descriptors
+    /// on `pool`, and start it.
+    pub fn start(eal: &Eal, id: u16, queues: u16, nb_rxd: u16, pool: &'p Mempool<'p>) -> Result<Self, DpdkError> {
+        let n = eal.port_count();
+        if n == 0 {
+            return Err(DpdkError {
+                what: "port set-up".into(),
+                message: "no Ethernet ports: add a --vdev or bind a NIC to a DPDK driver".into(),
+            });
+        }
+        if id >= n {
+            return Err(DpdkError {
+                what: "port set-up".into(),
+                message: format!("port {id} does not exist ({n} ports: 0..{})", n - 1),
+            });
+        }
+        // SAFETY: `id` is a valid port on an initialised EAL.
+        let max = unsafe { ffi::wf_port_max_rx_queues(id) };
+        if max < queues as c_int {
+            return Err(DpdkError {
+                what: "port set-up".into(),
+                message: format!("port {id} has {max} rx queues, {queues} were asked for"),
+            });
+        }
+        let mut rss: c_int = 0;
+        // SAFETY: valid port and pool; `rss` is a valid out-pointer.
+        let r = unsafe { ffi::wf_port_setup(id, queues, nb_rxd, pool.ptr.as_ptr(), &mut rss) };
+        if r < 0 {
+            return Err(err(format!("setting up port {id} with {queues} queues"), r));
+        }
+        Ok(Port { id, queues, rss: rss != 0, _pool: pool })
+    }
+
+    /// Port id.
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
+    /// Whether RSS (with the symmetric key) spreads flows over the queues.
+    pub fn rss(&self) -> bool {
+        self.rss
+    }
+
+    /// A handle for receiving on `queue`; one per lcore.
+    pub fn rx_queue(&self, queue: u16) -> RxQueue {
+        assert!(queue < self.queues, "queue {queue} out of range");
+        RxQueue { port: self.id, queue }
+    }
+
+    /// Port counters.
+    pub fn stats(&self) -> Result<PortStats, DpdkError> {
+        let mut out = vec![0u64; 4 + self.queues as usize];
+        // SAFETY: `out` has room for 4 + queues values.
+        let r = unsafe { ffi::wf_port_stats(self.id, out.as_mut_ptr(), self.queues) };
+        if r < 0 {
+            return Err(err("reading port statistics", r));
+        }
+        Ok(PortStats {
+            ipackets: out[0],
+            imissed: out[1],
+            ierrors: out[2],
+            rx_nombuf: out[3],
+            queue_ipackets: out[4..].to_vec(),
+        })
+    }
+}
+
+impl Drop for Port<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the port was started by us; every RxQueue user has finished
+        // (they run in lcores the caller waited for).
+        unsafe {
+            ffi::wf_port_stop(self.id);
+            ffi::wf_port_close(self.id);
+        }
+    }
+}
+
+/// One rx queue of a started port. `Send`, so it can move to its lcore.
+#[derive(Debug)]
+pub struct RxQueue {
+    port: u16,
+    queue: u16,
+}
+
+/// Packets per burst.
+pub const BURST: usize = 32;
+
+impl RxQueue {
+    /// Queue index.
+    pub fn queue(&self) -> u16 {
+        self.queue
+    }
+
+    /// Receive up to [`BURST`] packets into `out` (cleared first).
+    #[inline]
+    pub fn rx_burst(&mut self, out: &mut Vec<Mbuf>) -> usize {
+        out.clear();
+        let mut raw: [*mut ffi::RteMbuf; BURST] = [std::ptr::null_mut(); BURST];
+        // SAFETY: `raw` has room for BURST pointers; only this handle polls
+        // this (port, queue), so the PMD's per-queue state is not shared.
+        let n = unsafe { ffi::wf_rx_burst(self.port, self.queue, raw.as_mut_ptr(), BURST as u16) } as usize;
+        for p in &raw[..n] {
+            if let Some(nn) = NonNull::new(*p) {
+                out.push(Mbuf { ptr: nn });
+            }
+        }
+        n
+    }
+}
+
+/// One received packet. Frees itself on drop; not `Clone` (an mbuf has one owner).
+#[derive(Debug)]
+pub struct Mbuf {
+    ptr: NonNull<ffi::RteMbuf>,
+}
+
+// SAFETY: an mbuf may be freed from any lcore; we hold the only pointer.
+unsafe impl Send for Mbuf {}
+
+impl Mbuf {
+    /// The first segment's bytes.
+    #[inline]
+    pub fn data(&self) -> &[u8] {
+        // SAFETY: the mbuf is valid until dropped; its first segment holds
+        // `data_len` bytes at `mtod`, and the slice borrows `self`.
+        unsafe {
+            let p = ffi::wf_mbuf_data(self.ptr.as_ptr());
+            std::slice::from_raw_parts(p, ffi::wf_mbuf_data_len(self.ptr.as_ptr()) as usize)
+        }
+    }
+
+    /// The whole packet's length (all segments).
+    #[inline]
+    pub fn pkt_len(&self) -> u32 {
+        // SAFETY: valid mbuf.
+        unsafe { ffi::wf_mbuf_pkt_len(self.ptr.as_ptr()) }
+    }
+}
+
+impl Drop for Mbuf {
+    fn drop(&mut self) {
+        // SAFETY: we own this mbuf (from rx_burst) and free it exactly once.
+        unsafe { ffi::wf_mbuf_free(self.ptr.as_ptr()) };
+    }
+}

@@ -1,0 +1,166 @@
+//! DPDK capture on the real EAL from Debian's package, with virtual
+//! devices: net_pcap reading corpus captures, and net_af_packet on a veth
+//! pair fed by tcpreplay. Built and run with `--features dpdk`.
+#![cfg(feature = "dpdk")]
+mod common;
+use common::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+const EAL: &str = "--no-huge -m 512 --no-shconf --no-pci -l 0";
+
+type Key = (u64, String, (String, u64), (String, u64));
+
+fn by_key(flows: &[Value]) -> BTreeMap<Key, [u64; 4]> {
+    let mut m = BTreeMap::new();
+    for f in flows {
+        let a = (f["src_ip"].as_str().unwrap().to_string(), f["src_port"].as_u64().unwrap());
+        let b = (f["dst_ip"].as_str().unwrap().to_string(), f["dst_port"].as_u64().unwrap());
+        let fwd = [f["fwd_packets"].as_u64().unwrap(), f["fwd_bytes"].as_u64().unwrap()];
+        let rev = [f["rev_packets"].as_u64().unwrap(), f["rev_bytes"].as_u64().unwrap()];
+        let (lo, hi, up, down) = if a <= b { (a, b, fwd, rev) } else { (b, a, rev, fwd) };
+        let e: &mut [u64; 4] = m.entry((f["proto"].as_u64().unwrap(), f["vlan"].to_string(), lo, hi)).or_default();
+        for (i, v) in [up[0], up[1], down[0], down[1]].into_iter().enumerate() {
+            e[i] += v;
+        }
+    }
+    m
+}
+
+fn dpdk_capture(
+    tag: &str,
+    eal: &str,
+    extra: &[&str],
+    netns: Option<&str>,
+) -> (std::process::Output, Vec<Value>, Value) {
+    let dir = scratch(&format!("dpdk-{tag}"));
+    let out = dir.join("flows.jsonl");
+    let sum = dir.join("summary.json");
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(bin());
+            c
+        }
+        None => Command::new(bin()),
+    };
+    cmd.env("ORT_DYLIB_PATH", ort_lib().expect("ONNX Runtime"))
+        .args(["capture", "--dpdk", "--eal", eal, "--no-embed", "--status-interval", "0"])
+        .args(["--idle-timeout", "never", "--active-timeout", "never"])
+        .args(["--out", out.to_str().unwrap(), "--summary-json", sum.to_str().unwrap()])
+        .args(extra);
+    let o = cmd.output().expect("run wirefold capture --dpdk");
+    let flows = std::fs::read(&out).map(|b| json_lines(&b)).unwrap_or_default();
+    let summary = std::fs::read(&sum).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null);
+    (o, flows, summary)
+}
+
+fn offline(files: &[PathBuf]) -> Vec<Value> {
+    let mut args = vec!["replay", "--no-embed", "--idle-timeout", "never", "--active-timeout", "never"];
+    args.extend(files.iter().map(|f| f.to_str().unwrap()));
+    json_lines(&wirefold(&args).stdout)
+}
+
+#[test]
+fn net_pcap_flows_equal_offline_replay() {
+    for name in [
+        "zeek__workshop_2011_browse.pcap",
+        "zeek__http-qinq-0.pcap",
+        "zeek__dns-edns-ecs.pcap",
+        "zeek__tunnels__gre-sample.pcap",
+        "zeek__smtp.pcap",
+    ] {
+        let f = pcap(name);
+        let eal = format!("{EAL} --vdev net_pcap0,rx_pcap={}", f.display());
+        let (o, flows, summary) = dpdk_capture(name, &eal, &["--idle-exit", "1s"], None);
+        assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+        let want = by_key(&offline(std::slice::from_ref(&f)));
+        assert!(!want.is_empty());
+        assert_eq!(by_key(&flows), want, "{name}: DPDK flows differ from replay");
+        let d = &summary["live"]["dpdk"];
+        assert_eq!(d["imissed"], 0, "{summary}");
+        assert_eq!(d["ipackets"], summary["packets"], "{summary}");
+    }
+}
+
+#[test]
+fn net_af_packet_on_veth_equals_offline() {
+    // Root-only, like the AF_PACKET tests.
+    if std::env::var_os("WIREFOLD_SKIP_LIVE").is_some() {
+        return;
+    }
+    let ns = format!("wfd{}", std::process::id());
+    let run = |args: &[&str]| assert!(Command::new("ip").args(args).status().unwrap().success(), "ip {args:?}");
+    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+    run(&["netns", "add", &ns]);
+    struct Del(String);
+    impl Drop for Del {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _guard = Del(ns.clone());
+    assert!(Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1"
+        ])
+        .status()
+        .unwrap()
+        .success());
+    run(&["-n", &ns, "link", "add", "wfa", "type", "veth", "peer", "name", "wfb"]);
+    for l in ["wfa", "wfb"] {
+        run(&["-n", &ns, "link", "set", l, "mtu", "9000", "up"]);
+    }
+    let files: Vec<PathBuf> = ["zeek__workshop_2011_browse.pcap", "zeek__smtp.pcap", "zeek__ssh__sshguess.pcap"]
+        .iter()
+        .map(|f| pcap(f))
+        .collect();
+    let eal = format!("{EAL} --vdev net_af_packet0,iface=wfb");
+    let ns2 = ns.clone();
+    let files2 = files.clone();
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let o = Command::new("ip")
+            .args(["netns", "exec", &ns2, "tcpreplay", "-i", "wfa", "--pps", "3000"])
+            .args(&files2)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix("Successful packets:").map(|v| v.trim().parse::<u64>().unwrap()))
+            .unwrap()
+    });
+    let (o, flows, summary) = dpdk_capture("afp", &eal, &["--idle-exit", "2s"], Some(&ns));
+    let sent = sender.join().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(summary["packets"].as_u64().unwrap(), sent, "{summary}");
+    assert_eq!(summary["live"]["dpdk"]["imissed"], 0, "{summary}");
+    assert_eq!(by_key(&flows), by_key(&offline(&files)));
+}
+
+#[test]
+fn dpdk_errors_are_clear_and_exit_2() {
+    let check = |eal: &str, extra: &[&str], needle: &str| {
+        let (o, _, _) = dpdk_capture("err", eal, extra, None);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{e}");
+        assert!(e.contains(needle), "expected '{needle}' in: {e}");
+    };
+    check(&format!("{EAL} --definitely-not-an-eal-flag"), &[], "DPDK: EAL init with arguments");
+    check(EAL, &[], "no Ethernet ports");
+    let f = pcap("zeek__smtp.pcap");
+    check(
+        &format!("--no-huge -m 512 --no-shconf --no-pci -l 0-1 --vdev net_pcap0,rx_pcap={}", f.display()),
+        &["--queues", "2"],
+        "port 0 has 1 rx queues, 2 were asked for",
+    );
+    check(&format!("{EAL} --vdev net_pcap0,rx_pcap={}", f.display()), &["--queues", "2"], "2 rx queues need 2 lcores");
+}
