@@ -12,6 +12,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../deploy/lib.sh"
 apt_install tcpdump softflowd nfdump argus-server bc time python3
+setup_python   # ONNX Runtime: wirefold embeds every flow, as it does by default
 CAP="${1:-}"
 RUNS="${2:-5}"
 WORK="$ROOT/.local/bench"

@@ -11,6 +11,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../deploy/lib.sh"
 apt_install tcpreplay tcpdump netsniff-ng iproute2 time bc python3
+setup_python   # ONNX Runtime: the full pipeline embeds every flow
 LOOPS="${1:-10}"
 WORK="$ROOT/.local/bench"
 mkdir -p "$WORK"

@@ -21,6 +21,8 @@
 #[rustfmt::skip]
 mod flow_generated;
 
+pub mod rpc;
+
 /// The generated FlatBuffers types.
 pub mod fb {
     pub use super::flow_generated::wirefold::schema::*;

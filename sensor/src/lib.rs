@@ -22,4 +22,5 @@ pub mod output;
 pub mod pipeline;
 pub mod record;
 pub mod ring;
+pub mod stream;
 pub mod wire;

@@ -15,6 +15,7 @@ use wirefold_sensor::flow::{EndReason, FinishedFlow, FlowConfig};
 use wirefold_sensor::live::{Capture, LiveConfig, Mode, ThreadCounters};
 use wirefold_sensor::output::{ExportOptions, ExportReport, JsonLinesWriter};
 use wirefold_sensor::pipeline::{Pipeline, Summary};
+use wirefold_sensor::stream::{StreamConfig, Streamer};
 
 /// Wirefold: a wire-speed network flow sensor.
 ///
@@ -51,6 +52,45 @@ enum Command {
     /// CAP_NET_RAW (and CAP_NET_ADMIN for promiscuous mode). Set-up errors
     /// (unknown or down interface, permissions, ring geometry, filter) exit 2.
     Capture(CaptureArgs),
+    /// Run a core: receive FlowBatches from sensors over gRPC and store them.
+    ///
+    /// Authenticates each stream by its bearer token (the tokens file holds
+    /// one `SENSOR_ID TOKEN` pair per line; `#` starts a comment), verifies
+    /// every batch (a bad one is refused with INVALID_ARGUMENT and its reason,
+    /// and the stream goes on), applies a per-sensor rate law, queues batches
+    /// in a bounded queue (when full, acks wait and sensors back off), and
+    /// stores each batch with the sensor's sequence number in one SQLite
+    /// transaction, so a resent batch changes nothing. Runs until SIGINT or
+    /// SIGTERM.
+    Core(CoreArgs),
+}
+
+#[derive(Args, Debug)]
+struct CoreArgs {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7443")]
+    listen: std::net::SocketAddr,
+    /// SQLite database file (created if missing).
+    #[arg(long, value_name = "PATH")]
+    db: PathBuf,
+    /// Tokens file: one `SENSOR_ID TOKEN` pair per line.
+    #[arg(long, value_name = "FILE")]
+    tokens: PathBuf,
+    /// Batches waiting for the store, at most (backpressure beyond).
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    queue: u64,
+    /// Per-sensor rate law in flows per second (token bucket); unlimited by default.
+    #[arg(long, value_name = "FLOWS")]
+    rate: Option<f64>,
+    /// Token-bucket burst in flows.
+    #[arg(long, value_name = "FLOWS", default_value_t = 100_000.0)]
+    burst: f64,
+    /// fsync every commit (survives power loss; slower). By default commits survive process crashes.
+    #[arg(long)]
+    full_sync: bool,
+    /// Testing aid: wait this many milliseconds before storing each batch.
+    #[arg(long, value_name = "MS", hide = true)]
+    store_delay_ms: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -104,9 +144,28 @@ struct OutputArgs {
     /// Write FlowBatch buffers (FlatBuffers, each with a u32 little-endian length prefix).
     #[arg(long, value_name = "PATH")]
     batches_out: Option<PathBuf>,
-    /// Sensor id written into FlowBatches.
+    /// Sensor id written into FlowBatches (and, with --core, the id the token must belong to).
     #[arg(long, value_name = "ID", default_value = "wirefold")]
     sensor_id: String,
+    /// Stream FlowBatches to a core: its URL (http://HOST:PORT), or "embedded"
+    /// to start one in this process on loopback, with its database under --data-dir.
+    #[arg(long, value_name = "URL")]
+    core: Option<String>,
+    /// Bearer token for the core (with --core embedded, any token of 8+ characters; default one is made up).
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
+    /// Where the spool (and an embedded core's database) live.
+    #[arg(long, value_name = "DIR", default_value = "wirefold-data")]
+    data_dir: PathBuf,
+    /// Spool bound, in MiB; beyond it the oldest batch is dropped (counted).
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    spool_max_mib: u64,
+    /// Batches in flight to the core without an ack, at most.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    window: usize,
+    /// After the input ends, seconds to keep trying to deliver the spool.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    drain_timeout: u64,
 }
 
 #[derive(Args, Debug)]
@@ -221,6 +280,7 @@ fn main() -> ExitCode {
     let r = match cli.command {
         Command::Replay(a) => replay(a),
         Command::Capture(a) => capture(a),
+        Command::Core(a) => run_core(a),
     };
     match r {
         Ok(code) => code,
@@ -238,9 +298,16 @@ fn create(p: &Path) -> anyhow::Result<Box<dyn Write + Send>> {
     )))
 }
 
-/// Start the export thread. A model that cannot be loaded is a start-up
-/// error (exit 2) with its reason.
-fn open_output(o: &OutputArgs) -> Result<JsonLinesWriter, (anyhow::Error, u8)> {
+/// The export thread, and an embedded core if one was asked for.
+struct Outputs {
+    writer: JsonLinesWriter,
+    core: Option<wirefold_core::CoreHandle>,
+    db: Option<PathBuf>,
+}
+
+/// Start the export thread. A model that cannot be loaded, or a core set-up
+/// problem, is a start-up error (exit 2) with its reason.
+fn open_output(o: &OutputArgs) -> Result<Outputs, (anyhow::Error, u8)> {
     let json: Option<Box<dyn Write + Send>> = match &o.out {
         _ if o.no_output => None,
         Some(p) if p.as_os_str() != "-" => Some(create(p).map_err(|e| (e, 1))?),
@@ -269,17 +336,55 @@ fn open_output(o: &OutputArgs) -> Result<JsonLinesWriter, (anyhow::Error, u8)> {
     };
     let features = o.features_out.as_deref().map(create).transpose().map_err(|e| (e, 1))?;
     let batches = o.batches_out.as_deref().map(create).transpose().map_err(|e| (e, 1))?;
-    Ok(JsonLinesWriter::spawn(ExportOptions {
+    let (mut core, mut db) = (None, None);
+    let stream = match o.core.as_deref() {
+        None => None,
+        Some(url) => {
+            let setup = |m: String| (anyhow::anyhow!(m), 2u8);
+            let (url, token) = if url == "embedded" {
+                let token = o.token.clone().unwrap_or_else(|| format!("embedded-{}", std::process::id()));
+                std::fs::create_dir_all(&o.data_dir)
+                    .map_err(|e| setup(format!("cannot create {}: {e}", o.data_dir.display())))?;
+                let path = o.data_dir.join("core.db");
+                let cfg =
+                    wirefold_core::CoreConfig::new(path.clone(), wirefold_core::Tokens::single(&o.sensor_id, &token));
+                let h = wirefold_core::serve("127.0.0.1:0".parse().expect("loopback"), cfg).map_err(setup)?;
+                let url = format!("http://{}", h.addr);
+                eprintln!("wirefold: embedded core on {url}, database {}", path.display());
+                core = Some(h);
+                db = Some(path);
+                (url, token)
+            } else {
+                let token =
+                    o.token.clone().ok_or_else(|| setup("--core needs --token (the sensor's bearer token)".into()))?;
+                (url.to_string(), token)
+            };
+            let cfg = StreamConfig {
+                url,
+                sensor_id: o.sensor_id.clone(),
+                token,
+                spool_dir: o.data_dir.join("spool").join(&o.sensor_id),
+                spool_max_bytes: o.spool_max_mib << 20,
+                window: o.window.max(1),
+                drain_timeout: Duration::from_secs(o.drain_timeout),
+            };
+            Some(Streamer::start(cfg).map_err(setup)?)
+        }
+    };
+    let writer = JsonLinesWriter::spawn(ExportOptions {
         json,
         features,
         batches,
         embedder,
         sensor_id: o.sensor_id.clone(),
         top: o.top,
-    }))
+        stream,
+    });
+    Ok(Outputs { writer, core, db })
 }
 
 fn report(o: &OutputArgs, export: &ExportReport, summary: &mut Summary) -> anyhow::Result<()> {
+    summary.stream = export.stream.clone();
     summary.embedded = export.embedded;
     summary.batches = export.batches;
     summary.batch_bytes = export.batch_bytes;
@@ -342,7 +447,7 @@ fn capture(a: CaptureArgs) -> anyhow::Result<ExitCode> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing the signal handler")?;
     }
-    let writer = match open_output(&a.output) {
+    let Outputs { writer, core, db } = match open_output(&a.output) {
         Ok(w) => w,
         Err((e, code)) => {
             eprintln!("wirefold: {e:#}");
@@ -372,11 +477,12 @@ fn capture(a: CaptureArgs) -> anyhow::Result<ExitCode> {
     let mut summary = Summary::new(1, &res.decode, &res.flows, Vec::new(), started.elapsed().as_secs_f64());
     summary.live = Some(res.live);
     report(&a.output, &top, &mut summary)?;
+    finish_core(core, db, &a.output.sensor_id);
     Ok(ExitCode::SUCCESS)
 }
 
 fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let writer = match open_output(&a.output) {
+    let Outputs { writer, core, db } = match open_output(&a.output) {
         Ok(w) => w,
         Err((e, code)) => {
             eprintln!("wirefold: {e:#}");
@@ -411,6 +517,7 @@ fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     let mut summary =
         Summary::new(files, &pipe.decoder.stats, &pipe.table.stats, errors, started.elapsed().as_secs_f64());
     report(&a.output, &top, &mut summary)?;
+    finish_core(core, db, &a.output.sensor_id);
     Ok(if summary.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
@@ -458,7 +565,7 @@ fn capture_dpdk(a: CaptureArgs) -> anyhow::Result<ExitCode> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing the signal handler")?;
     }
-    let writer = match open_output(&a.output) {
+    let Outputs { writer, core, db } = match open_output(&a.output) {
         Ok(w) => w,
         Err((e, code)) => {
             eprintln!("wirefold: {e:#}");
@@ -489,5 +596,72 @@ fn capture_dpdk(a: CaptureArgs) -> anyhow::Result<ExitCode> {
     let mut summary = Summary::new(1, &res.decode, &res.flows, Vec::new(), started.elapsed().as_secs_f64());
     summary.live = Some(res.live);
     report(&a.output, &top, &mut summary)?;
+    finish_core(core, db, &a.output.sensor_id);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Stop an embedded core (after the stream has drained) and say where its data is.
+fn finish_core(core: Option<wirefold_core::CoreHandle>, db: Option<PathBuf>, sensor: &str) {
+    if let Some(h) = core {
+        h.stop();
+    }
+    if let Some(path) = db {
+        let stored =
+            wirefold_core::Store::open(&path, false).and_then(|s| Ok((s.flow_count(sensor)?, s.last_seq(sensor)?)));
+        match stored {
+            Ok((flows, seq)) => eprintln!(
+                "wirefold: core database {} holds {flows} flows from sensor '{sensor}' (last batch {seq})",
+                path.display()
+            ),
+            Err(e) => eprintln!("wirefold: core database {}: {e}", path.display()),
+        }
+    }
+}
+
+fn run_core(a: CoreArgs) -> anyhow::Result<ExitCode> {
+    let tokens = match wirefold_core::Tokens::load(&a.tokens) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("wirefold core: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if let Some(r) = a.rate {
+        if !(r.is_finite() && r > 0.0) {
+            eprintln!("wirefold core: --rate {r} is invalid: it must be a positive number of flows per second");
+            return Ok(ExitCode::from(2));
+        }
+    }
+    let mut cfg = wirefold_core::CoreConfig::new(a.db.clone(), tokens);
+    cfg.queue = a.queue as usize;
+    cfg.rate_flows_per_s = a.rate;
+    cfg.burst_flows = a.burst;
+    cfg.full_sync = a.full_sync;
+    cfg.store_delay = a.store_delay_ms.map(Duration::from_millis);
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing the signal handler")?;
+    }
+    let h = match wirefold_core::serve(a.listen, cfg) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("wirefold core: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    eprintln!("wirefold core: listening on {}, database {}", h.addr, a.db.display());
+    while !stop.load(Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let c = h.counters.clone();
+    h.stop();
+    eprintln!(
+        "wirefold core: stopped; {} batches committed ({} flows), {} duplicates, {} rejected, {} unauthenticated streams",
+        c.committed.load(Relaxed),
+        c.flows.load(Relaxed),
+        c.duplicates.load(Relaxed),
+        c.rejected.load(Relaxed),
+        c.unauthenticated.load(Relaxed)
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,7 @@ use crate::flow::FinishedFlow;
 use crate::record::FlowRecord;
 use crossbeam::channel::{bounded, Sender};
 use std::io::Write;
+use std::sync::atomic::Ordering::Relaxed;
 use std::thread::JoinHandle;
 use wirefold_embeddings::{Embedder, F};
 use wirefold_schema::{write_framed, BatchBuilder, BatchMeta, FlowRec};
@@ -26,13 +27,19 @@ pub struct ExportOptions {
     pub embedder: Option<Embedder>,
     /// Sensor id written into FlowBatches.
     pub sensor_id: String,
+    /// Stream sealed FlowBatches to a core.
+    pub stream: Option<crate::stream::Streamer>,
     /// How many of the largest flows to keep for the summary.
     pub top: usize,
 }
 
 impl std::fmt::Debug for ExportOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExportOptions").field("embed", &self.embedder.is_some()).field("top", &self.top).finish()
+        f.debug_struct("ExportOptions")
+            .field("embed", &self.embedder.is_some())
+            .field("stream", &self.stream.is_some())
+            .field("top", &self.top)
+            .finish()
     }
 }
 
@@ -47,6 +54,30 @@ pub struct ExportReport {
     pub batches: u64,
     /// Bytes of FlowBatch buffers written (without length prefixes).
     pub batch_bytes: u64,
+    /// Streaming to a core, when on.
+    pub stream: Option<StreamReport>,
+}
+
+/// What streaming to the core did.
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize)]
+pub struct StreamReport {
+    /// Batches sent (with resends).
+    pub sent: u64,
+    /// Batches acknowledged as durably stored.
+    pub acked: u64,
+    /// Batches resent after a reconnect.
+    pub resent: u64,
+    /// Batches the core refused.
+    pub rejected: u64,
+    /// Batches dropped because the spool was full.
+    pub spool_dropped: u64,
+    /// Reconnects.
+    pub reconnects: u64,
+    /// Batches still in the spool at exit.
+    pub spool_batches: u64,
+    /// Why streaming stopped early, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 fn now_ns() -> u64 {
@@ -115,7 +146,7 @@ impl Stage {
                     }
                 }
             }
-            if self.o.batches.is_some() {
+            if self.o.batches.is_some() || self.o.stream.is_some() {
                 self.pending.push(embed::flow_rec(f, emb, score));
                 if self.pending.len() >= FLOWS_PER_BATCH {
                     self.seal()?;
@@ -129,7 +160,10 @@ impl Stage {
         if self.pending.is_empty() {
             return Ok(());
         }
-        self.seq += 1;
+        self.seq = match &self.o.stream {
+            Some(s) => s.next_seq(),
+            None => self.seq + 1,
+        };
         let (model_id, scale) = match &self.o.embedder {
             Some(e) => (e.card().model_id.clone(), e.card().int8_scale),
             None => (String::new(), 0.0),
@@ -148,6 +182,9 @@ impl Stage {
         if let Some(w) = self.o.batches.as_mut() {
             write_framed(w, buf)?;
         }
+        if let Some(s) = self.o.stream.as_mut() {
+            s.submit(self.seq, buf.to_vec())?;
+        }
         self.pending.clear();
         Ok(())
     }
@@ -159,6 +196,20 @@ impl Stage {
         }
         keep_top(&mut self.best, self.o.top);
         self.report.top = std::mem::take(&mut self.best);
+        if let Some(s) = self.o.stream.take() {
+            let c = s.counters.clone();
+            let r = s.finish();
+            self.report.stream = Some(StreamReport {
+                sent: c.sent.load(Relaxed),
+                acked: c.acked.load(Relaxed),
+                resent: c.resent.load(Relaxed),
+                rejected: c.rejected.load(Relaxed),
+                spool_dropped: c.spool_dropped.load(Relaxed),
+                reconnects: c.reconnects.load(Relaxed),
+                spool_batches: c.spool_batches.load(Relaxed),
+                error: r.err(),
+            });
+        }
         Ok(self.report)
     }
 }

@@ -111,6 +111,9 @@ pub struct Summary {
     pub batches: u64,
     /// Bytes of FlowBatch buffers.
     pub batch_bytes: u64,
+    /// Streaming to a core (with --core).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<crate::output::StreamReport>,
     /// Live-capture counters (capture runs only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub live: Option<crate::live::LiveCounters>,
@@ -152,6 +155,7 @@ impl Summary {
             embedded: 0,
             batches: 0,
             batch_bytes: 0,
+            stream: None,
             live: None,
             seconds,
             packets_per_second: if seconds > 0.0 { d.packets as f64 / seconds } else { 0.0 },
@@ -190,6 +194,16 @@ impl Summary {
                 "  export       {} flows embedded, {} FlowBatches ({} bytes)",
                 self.embedded, self.batches, self.batch_bytes
             );
+        }
+        if let Some(st) = &self.stream {
+            let _ = writeln!(
+                s,
+                "  core         sent {} batches, {} acked, {} resent, {} rejected, {} reconnects, spool dropped {}, left in spool {}",
+                st.sent, st.acked, st.resent, st.rejected, st.reconnects, st.spool_dropped, st.spool_batches
+            );
+            if let Some(e) = &st.error {
+                let _ = writeln!(s, "  core error   {e}");
+            }
         }
         if let Some(d) = self.live.as_ref().and_then(|l| l.dpdk.as_ref()) {
             let _ = writeln!(

@@ -1,0 +1,349 @@
+//! The gRPC service: authenticate, verify, rate law, bounded queue, store.
+use crate::store::{Store, Stored};
+use crate::tokens::Tokens;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Request, Response, Status, Streaming};
+use wirefold_schema::rpc::ingest::ingest_server::{Ingest, IngestServer};
+use wirefold_schema::rpc::{Ack, FlowBatchBytes};
+use wirefold_schema::{read_batch, FlowRec, MAX_BATCH_BYTES};
+
+/// Core settings.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Database file.
+    pub db: PathBuf,
+    /// Who may send.
+    pub tokens: Tokens,
+    /// Batches waiting for the store, across all streams; beyond it acks
+    /// are withheld (backpressure).
+    pub queue: usize,
+    /// Per-sensor rate law: flows per second (token bucket); `None` = no limit.
+    pub rate_flows_per_s: Option<f64>,
+    /// Token-bucket burst, in flows.
+    pub burst_flows: f64,
+    /// fsync every commit (survives power loss), else survive process crashes.
+    pub full_sync: bool,
+    /// Largest message accepted (bytes).
+    pub max_message: usize,
+    /// Artificial delay per stored batch (for backpressure tests).
+    pub store_delay: Option<Duration>,
+}
+
+impl CoreConfig {
+    /// Defaults for a database and tokens.
+    pub fn new(db: PathBuf, tokens: Tokens) -> Self {
+        CoreConfig {
+            db,
+            tokens,
+            queue: 64,
+            rate_flows_per_s: None,
+            burst_flows: 1_000_000.0,
+            full_sync: false,
+            max_message: MAX_BATCH_BYTES,
+            store_delay: None,
+        }
+    }
+}
+
+/// Counters of the core.
+#[derive(Debug, Default)]
+pub struct CoreCounters {
+    /// Batches committed.
+    pub committed: AtomicU64,
+    /// Batches that were already stored (resends).
+    pub duplicates: AtomicU64,
+    /// Batches rejected (verification, schema, sensor mismatch).
+    pub rejected: AtomicU64,
+    /// Streams refused for authentication.
+    pub unauthenticated: AtomicU64,
+    /// Flows committed.
+    pub flows: AtomicU64,
+    /// Times the rate law made a stream wait.
+    pub rate_waits: AtomicU64,
+    /// Batches queued for the store right now.
+    pub queue_depth: AtomicU64,
+}
+
+enum StoreMsg {
+    Store { sensor: Arc<str>, seq: u64, flows: Vec<FlowRec>, done: oneshot::Sender<Result<Stored, String>> },
+    LastSeq { sensor: Arc<str>, done: oneshot::Sender<Result<u64, String>> },
+}
+
+struct Svc {
+    tokens: Tokens,
+    store: mpsc::Sender<StoreMsg>,
+    counters: Arc<CoreCounters>,
+    rate: Option<(f64, f64)>,
+}
+
+enum Pending {
+    Commit(u64, oneshot::Receiver<Result<Stored, String>>),
+    Now(Ack),
+}
+
+struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    /// Take `n` tokens, waiting as long as the rate law says. Returns whether it waited.
+    async fn take(&mut self, n: f64) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
+        self.at = now;
+        self.tokens -= n;
+        if self.tokens >= 0.0 {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_secs_f64(-self.tokens / self.rate)).await;
+        true
+    }
+}
+
+fn bearer(req: &Request<Streaming<FlowBatchBytes>>) -> Option<&str> {
+    req.metadata().get("authorization")?.to_str().ok()?.strip_prefix("Bearer ")
+}
+
+#[tonic::async_trait]
+impl Ingest for Svc {
+    type StreamStream = ReceiverStream<Result<Ack, Status>>;
+
+    async fn stream(&self, req: Request<Streaming<FlowBatchBytes>>) -> Result<Response<Self::StreamStream>, Status> {
+        let token = match bearer(&req) {
+            Some(t) => t,
+            None => {
+                self.counters.unauthenticated.fetch_add(1, Relaxed);
+                return Err(Status::unauthenticated("missing bearer token (metadata 'authorization: Bearer TOKEN')"));
+            }
+        };
+        let sensor: Arc<str> = match self.tokens.sensor(token) {
+            Some(s) => s.into(),
+            None => {
+                self.counters.unauthenticated.fetch_add(1, Relaxed);
+                return Err(Status::unauthenticated("unknown token"));
+            }
+        };
+        let (done, rx) = oneshot::channel();
+        self.store
+            .send(StoreMsg::LastSeq { sensor: sensor.clone(), done })
+            .await
+            .map_err(|_| Status::unavailable("store stopped"))?;
+        let resume = rx.await.map_err(|_| Status::unavailable("store stopped"))?.map_err(Status::internal)?;
+        let mut inbound = req.into_inner();
+        let (out_tx, out_rx) = mpsc::channel::<Result<Ack, Status>>(256);
+        let _ = out_tx.send(Ok(Ack::resume(resume))).await;
+        let (pend_tx, mut pend_rx) = mpsc::channel::<Pending>(256);
+        let store = self.store.clone();
+        let counters = self.counters.clone();
+        let mut bucket = self.rate.map(|(rate, burst)| Bucket { rate, burst, tokens: burst, at: Instant::now() });
+        // Reader: verify, rate law, queue for the store (waiting when it is full).
+        let reader_out = out_tx.clone();
+        tokio::spawn(async move {
+            loop {
+                let msg = match inbound.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(status) => {
+                        // Oversize or broken framing: the stream cannot go on.
+                        let _ = reader_out.send(Err(status)).await;
+                        break;
+                    }
+                };
+                let p = match read_batch(&msg.0) {
+                    Err(e) => {
+                        counters.rejected.fetch_add(1, Relaxed);
+                        Pending::Now(Ack::rejected(0, Code::InvalidArgument, e.to_string()))
+                    }
+                    Ok((meta, _)) if *meta.sensor_id != *sensor => {
+                        counters.rejected.fetch_add(1, Relaxed);
+                        Pending::Now(Ack::rejected(
+                            meta.seq,
+                            Code::PermissionDenied,
+                            format!("batch names sensor '{}', but the token is for '{sensor}'", meta.sensor_id),
+                        ))
+                    }
+                    Ok((meta, flows)) => {
+                        if let Some(b) = bucket.as_mut() {
+                            if b.take(flows.len() as f64).await {
+                                counters.rate_waits.fetch_add(1, Relaxed);
+                            }
+                        }
+                        let (done, rx) = oneshot::channel();
+                        counters.queue_depth.fetch_add(1, Relaxed);
+                        if store
+                            .send(StoreMsg::Store { sensor: sensor.clone(), seq: meta.seq, flows, done })
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                        Pending::Commit(meta.seq, rx)
+                    }
+                };
+                if pend_tx.send(p).await.is_err() {
+                    break;
+                }
+            }
+        });
+        // Acker: answer in order, each once its batch is durable.
+        let counters = self.counters.clone();
+        tokio::spawn(async move {
+            while let Some(p) = pend_rx.recv().await {
+                let ack = match p {
+                    Pending::Now(a) => a,
+                    Pending::Commit(seq, rx) => match rx.await {
+                        Ok(Ok(Stored::Committed(s))) => {
+                            counters.committed.fetch_add(1, Relaxed);
+                            Ack::durable(s)
+                        }
+                        Ok(Ok(Stored::Duplicate(s))) => {
+                            counters.duplicates.fetch_add(1, Relaxed);
+                            Ack::durable(s)
+                        }
+                        Ok(Err(e)) => Ack::rejected(seq, Code::Internal, e),
+                        Err(_) => break,
+                    },
+                };
+                if out_tx.send(Ok(ack)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(out_rx)))
+    }
+}
+
+fn store_thread(
+    mut store: Store,
+    mut rx: mpsc::Receiver<StoreMsg>,
+    counters: Arc<CoreCounters>,
+    delay: Option<Duration>,
+) {
+    let mut last_states = Instant::now();
+    while let Some(m) = rx.blocking_recv() {
+        match m {
+            StoreMsg::LastSeq { sensor, done } => {
+                let r = store.touch(&sensor).and_then(|_| store.last_seq(&sensor)).map_err(|e| e.to_string());
+                let _ = done.send(r);
+            }
+            StoreMsg::Store { sensor, seq, flows, done } => {
+                if let Some(d) = delay {
+                    std::thread::sleep(d);
+                }
+                let n = flows.len() as u64;
+                let r = store.store(&sensor, seq, &flows).map_err(|e| format!("store failed: {e}"));
+                if matches!(r, Ok(Stored::Committed(_))) {
+                    counters.flows.fetch_add(n, Relaxed);
+                }
+                counters.queue_depth.fetch_sub(1, Relaxed);
+                let _ = done.send(r);
+            }
+        }
+        if last_states.elapsed() > Duration::from_secs(5) {
+            last_states = Instant::now();
+            let _ = store.update_states(30_000_000_000, 300_000_000_000);
+        }
+    }
+}
+
+/// A core running on its own thread and runtime (used by `wirefold core`
+/// and by `--core embedded`).
+#[derive(Debug)]
+pub struct CoreHandle {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its counters.
+    pub counters: Arc<CoreCounters>,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CoreHandle {
+    /// Stop serving and wait for the store to finish what it has.
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        if let Some(s) = self.shutdown.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Wait until the core stops (it runs until stopped).
+    pub fn wait(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for CoreHandle {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
+
+/// Bind `listen`, open the store and serve on a thread of its own.
+pub fn serve(listen: SocketAddr, cfg: CoreConfig) -> Result<CoreHandle, String> {
+    let store =
+        Store::open(&cfg.db, cfg.full_sync).map_err(|e| format!("cannot open database {}: {e}", cfg.db.display()))?;
+    let std_listener = std::net::TcpListener::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    std_listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let addr = std_listener.local_addr().map_err(|e| e.to_string())?;
+    let counters = Arc::new(CoreCounters::default());
+    let (shutdown, shutdown_rx) = oneshot::channel::<()>();
+    let c2 = counters.clone();
+    let thread = std::thread::Builder::new()
+        .name("wirefold-core".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            rt.block_on(async move {
+                let (store_tx, store_rx) = mpsc::channel(cfg.queue.max(1));
+                let sc = c2.clone();
+                let delay = cfg.store_delay;
+                let st = std::thread::Builder::new()
+                    .name("wirefold-store".into())
+                    .spawn(move || store_thread(store, store_rx, sc, delay))
+                    .expect("store thread");
+                let svc = Svc {
+                    tokens: cfg.tokens.clone(),
+                    store: store_tx,
+                    counters: c2,
+                    rate: cfg.rate_flows_per_s.map(|r| (r, cfg.burst_flows.max(1.0))),
+                };
+                let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                let server = IngestServer::new(svc).max_decoding_message_size(cfg.max_message);
+                let r = tonic::transport::Server::builder()
+                    .add_service(server)
+                    .serve_with_incoming_shutdown(incoming, async {
+                        let _ = shutdown_rx.await;
+                    })
+                    .await;
+                if let Err(e) = r {
+                    eprintln!("wirefold core: server error: {e}");
+                }
+                // The service (and its store sender) is gone: the store drains and stops.
+                let _ = tokio::task::spawn_blocking(move || st.join()).await;
+            });
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(CoreHandle { addr, counters, shutdown: Some(shutdown), thread: Some(thread) })
+}
