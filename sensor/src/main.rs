@@ -166,6 +166,9 @@ struct OutputArgs {
     /// After the input ends, seconds to keep trying to deliver the spool.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     drain_timeout: u64,
+    /// Flows per FlowBatch.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    batch_flows: u64,
 }
 
 #[derive(Args, Debug)]
@@ -379,6 +382,7 @@ fn open_output(o: &OutputArgs) -> Result<Outputs, (anyhow::Error, u8)> {
         sensor_id: o.sensor_id.clone(),
         top: o.top,
         stream,
+        flows_per_batch: o.batch_flows as usize,
     });
     Ok(Outputs { writer, core, db })
 }

@@ -29,6 +29,8 @@ pub struct ExportOptions {
     pub sensor_id: String,
     /// Stream sealed FlowBatches to a core.
     pub stream: Option<crate::stream::Streamer>,
+    /// Flows per sealed FlowBatch (0 means [`FLOWS_PER_BATCH`]).
+    pub flows_per_batch: usize,
     /// How many of the largest flows to keep for the summary.
     pub top: usize,
 }
@@ -148,7 +150,8 @@ impl Stage {
             }
             if self.o.batches.is_some() || self.o.stream.is_some() {
                 self.pending.push(embed::flow_rec(f, emb, score));
-                if self.pending.len() >= FLOWS_PER_BATCH {
+                let cap = if self.o.flows_per_batch == 0 { FLOWS_PER_BATCH } else { self.o.flows_per_batch };
+                if self.pending.len() >= cap {
                     self.seal()?;
                 }
             }
