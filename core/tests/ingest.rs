@@ -114,7 +114,7 @@ async fn bad_input_is_refused_and_the_core_goes_on() {
     assert_eq!((a.kind, a.seq), (AckKind::Ack, 1));
     // An oversize message ends that stream with a status...
     c.tx.send(FlowBatchBytes(vec![0u8; 2 << 20].into())).await.unwrap();
-    let err = c.acks.message().await.err().expect("oversize refused");
+    let err = c.acks.message().await.expect_err("oversize refused");
     assert!(matches!(err.code(), tonic::Code::OutOfRange | tonic::Code::ResourceExhausted), "{err:?}");
     assert!(
         err.message().contains("message length too large") || err.message().contains("too large"),
