@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build Wirefold and run its main job on the embedded default: replay a
-# bundled real capture through the pipeline and print the top flows and the
-# summary. Pass capture files to replay those instead.
+# bundled real capture through the whole pipeline (decode, flows, embeddings,
+# FlowBatches) into a core started in-process on loopback (gRPC, SQLite), and
+# print the top flows, the summary and where the data is. Pass capture files
+# to replay those instead.
 #
 #   ./deploy/run.sh [FILE...]
 set -euo pipefail
@@ -15,10 +17,11 @@ log "building wirefold (release)"
 cargo build --release --locked -p wirefold-sensor --bin wirefold
 
 files=("$@")
-[ ${#files[@]} -eq 0 ] && files=("$ROOT/sensor/tests/pcaps/zeek__workshop_2011_browse.pcap")
+[ ${#files[@]} -eq 0 ] && files=("$ROOT/sensor/tests/pcaps/zeek__dns-edns-ecs.pcap")
 DATA="${WIREFOLD_DATA:-$ROOT/.local/data}"
 mkdir -p "$DATA"
 log "replaying ${files[*]}"
-"$ROOT/target/release/wirefold" replay --top 10 --out "$DATA/flows.jsonl" --batches-out "$DATA/flows.fb" \
-    --summary-json "$DATA/summary.json" "${files[@]}"
-log "flow records: $DATA/flows.jsonl ($(wc -l <"$DATA/flows.jsonl") flows, with embeddings); FlowBatches: $DATA/flows.fb; summary: $DATA/summary.json"
+"$ROOT/target/release/wirefold" replay --top 10 --core embedded --data-dir "$DATA" --sensor-id demo \
+    --out "$DATA/flows.jsonl" --summary-json "$DATA/summary.json" "${files[@]}"
+log "flow records: $DATA/flows.jsonl ($(wc -l <"$DATA/flows.jsonl") flows, with embeddings)"
+log "core database: $DATA/core.db (tables flows and sensors); summary: $DATA/summary.json"

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# End to end: replay -> embed -> FlowBatches -> gRPC -> core -> SQLite on
+# loopback (`--core embedded`), next to replay alone in the same run; then
+# the core's ingest capacity on its own (ingest-bench). Medians of RUNS.
+#
+#   bench/stream.sh [CAPTURE] [RUNS]
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../deploy/lib.sh"
+apt_install time bc python3
+setup_python
+CAP="${1:-}"
+RUNS="${2:-3}"
+WORK="$ROOT/.local/bench"
+mkdir -p "$WORK"
+if [ -z "$CAP" ]; then
+    CAP="$WORK/corpus-3m.pcap"
+    if [ ! -s "$CAP" ]; then
+        SRC="$ROOT/../shared/data/pcaps"
+        [ -d "$SRC" ] || SRC="$ROOT/sensor/tests/pcaps"
+        python3 "$ROOT/bench/make_capture.py" "$SRC" "$CAP" 3160000
+    fi
+fi
+(cd "$ROOT" && cargo build --release --locked -q -p wirefold-sensor --bin wirefold && cargo build --release --locked -q -p wirefold-bench --bin ingest-bench)
+WF="$ROOT/target/release/wirefold"
+cat "$CAP" >/dev/null
+median() { sort -g | awk '{a[NR]=$1} END{print (NR%2)? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+R=() S=()
+for ((i = 0; i < RUNS; i++)); do
+    /usr/bin/time -f '%e' -o "$WORK/t" "$WF" replay --out /dev/null --summary-json "$WORK/r.sum" "$CAP" 2>/dev/null
+    FLOWS=$(python3 -c "import json;print(json.load(open('$WORK/r.sum'))['flows_total'])")
+    R+=("$(echo "$FLOWS / $(cat "$WORK/t")" | bc -l)")
+    rm -rf "$WORK/stream-data"
+    /usr/bin/time -f '%e' -o "$WORK/t" "$WF" replay --core embedded --data-dir "$WORK/stream-data" --out /dev/null \
+        --summary-json "$WORK/s.sum" "$CAP" 2>"$WORK/s.err"
+    STORED=$(python3 -c "import sqlite3;print(sqlite3.connect('$WORK/stream-data/core.db').execute('select count(*) from flows').fetchone()[0])")
+    [ "$STORED" = "$FLOWS" ] || { echo "stored $STORED of $FLOWS flows" >&2; exit 1; }
+    S+=("$(echo "$FLOWS / $(cat "$WORK/t")" | bc -l)")
+done
+RM=$(printf '%s\n' "${R[@]}" | median)
+SM=$(printf '%s\n' "${S[@]}" | median)
+echo "$FLOWS flows per run, every one verified in the core's database; whole-process wall time, median of $RUNS"
+"$WF" replay --no-output --batches-out "$WORK/batches.fb" "$CAP" 2>/dev/null
+"$ROOT/target/release/ingest-bench" "$WORK/batches.fb" "$WORK/ingest" 1000000
+printf 'stream: %.0f flows/s, replay-only: %.0f flows/s, ratio: %.2f\n' "$SM" "$RM" "$(echo "$SM / $RM" | bc -l)"
