@@ -33,6 +33,8 @@ pub struct CoreConfig {
     pub max_message: usize,
     /// Artificial delay per stored batch (for backpressure tests).
     pub store_delay: Option<Duration>,
+    /// TLS certificate chain and private key (PEM); `None` serves plain HTTP/2.
+    pub tls: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl CoreConfig {
@@ -47,6 +49,7 @@ impl CoreConfig {
             full_sync: false,
             max_message: MAX_BATCH_BYTES,
             store_delay: None,
+            tls: None,
         }
     }
 }
@@ -314,7 +317,7 @@ pub fn serve(listen: SocketAddr, cfg: CoreConfig) -> Result<CoreHandle, String> 
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
-            rt.block_on(async move {
+            let st = rt.block_on(async move {
                 let (store_tx, store_rx) = mpsc::channel(cfg.queue.max(1));
                 let sc = c2.clone();
                 let delay = cfg.store_delay;
@@ -331,18 +334,42 @@ pub fn serve(listen: SocketAddr, cfg: CoreConfig) -> Result<CoreHandle, String> 
                 let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
                 let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
                 let server = IngestServer::new(svc).max_decoding_message_size(cfg.max_message);
-                let r = tonic::transport::Server::builder()
-                    .add_service(server)
-                    .serve_with_incoming_shutdown(incoming, async {
-                        let _ = shutdown_rx.await;
-                    })
-                    .await;
-                if let Err(e) = r {
-                    eprintln!("wirefold core: server error: {e}");
+                let mut builder = tonic::transport::Server::builder();
+                if let Some((cert, key)) = &cfg.tls {
+                    let id = tonic::transport::Identity::from_pem(cert, key);
+                    builder = match builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(id)) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            eprintln!("wirefold core: TLS set-up failed: {e}");
+                            return st;
+                        }
+                    };
                 }
-                // The service (and its store sender) is gone: the store drains and stops.
-                let _ = tokio::task::spawn_blocking(move || st.join()).await;
+                let (stop_tx, stop_rx) = oneshot::channel::<()>();
+                let server = builder.add_service(server).serve_with_incoming_shutdown(incoming, async {
+                    let _ = stop_rx.await;
+                });
+                tokio::pin!(server);
+                tokio::select! {
+                    r = &mut server => {
+                        if let Err(e) = r {
+                            eprintln!("wirefold core: server error: {e}");
+                        }
+                    }
+                    _ = shutdown_rx => {
+                        // Stop accepting; give open streams two seconds to finish, then close them.
+                        let _ = stop_tx.send(());
+                        if tokio::time::timeout(Duration::from_secs(2), &mut server).await.is_err() {
+                            eprintln!("wirefold core: closing streams that are still open");
+                        }
+                    }
+                }
+                st
             });
+            // Dropping the runtime cancels the stream tasks and with them the
+            // last senders to the store, which then drains what it has and stops.
+            drop(rt);
+            let _ = st.join();
         })
         .map_err(|e| e.to_string())?;
     Ok(CoreHandle { addr, counters, shutdown: Some(shutdown), thread: Some(thread) })

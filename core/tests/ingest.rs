@@ -169,3 +169,67 @@ async fn a_full_queue_withholds_acks_and_loses_nothing() {
     core.stop();
     assert_eq!(Store::open(&path, false).unwrap().flow_count("edge-1").unwrap(), 50 * n);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_law_slows_a_sensor_down() {
+    let path = db("rate");
+    let mut cfg = CoreConfig::new(path.clone(), Tokens::single("edge-1", TOKEN));
+    cfg.rate_flows_per_s = Some(2_000.0);
+    cfg.burst_flows = 200.0;
+    let core = serve("127.0.0.1:0".parse().unwrap(), cfg).unwrap();
+    let url = format!("http://{}", core.addr);
+    let (mut c, _) = open(&url, Some(TOKEN)).await.unwrap();
+    let t = Instant::now();
+    // 10 batches of 100 flows = 1000 flows at 2000 flows/s after a 200-flow burst: at least 0.4 s.
+    for seq in 1..=10 {
+        let a = c.send(batch("edge-1", seq, 100)).await;
+        assert_eq!((a.kind, a.seq), (AckKind::Ack, seq));
+    }
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(380), "the rate law held the sensor back: {took:?}");
+    assert!(core.counters.rate_waits.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    drop(c);
+    core.stop();
+    assert_eq!(Store::open(&path, false).unwrap().flow_count("edge-1").unwrap(), 1000, "slowed, not dropped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_carries_the_stream_and_plain_text_is_refused() {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (ck.cert.pem(), ck.signing_key.serialize_pem());
+    let path = db("tls");
+    let mut cfg = CoreConfig::new(path.clone(), Tokens::single("edge-1", TOKEN));
+    cfg.tls = Some((cert.clone().into_bytes(), key.into_bytes()));
+    let core = serve("127.0.0.1:0".parse().unwrap(), cfg).unwrap();
+    let port = core.addr.port();
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(cert.as_bytes()))
+        .domain_name("localhost");
+    let ch = tonic::transport::Endpoint::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = IngestClient::new(ch);
+    let (tx, rx) = mpsc::channel(4);
+    let mut req = tonic::Request::new(ReceiverStream::new(rx));
+    req.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let mut acks = client.stream(req).await.unwrap().into_inner();
+    assert_eq!(acks.message().await.unwrap().unwrap().kind, AckKind::Resume);
+    tx.send(FlowBatchBytes(batch("edge-1", 1, 7).into())).await.unwrap();
+    let a = acks.message().await.unwrap().unwrap();
+    assert_eq!((a.kind, a.seq), (AckKind::Ack, 1));
+    // A plain-text client gets nowhere.
+    let plain = async {
+        let mut c = IngestClient::connect(format!("http://127.0.0.1:{port}")).await.ok()?;
+        let (_t, r) = mpsc::channel::<FlowBatchBytes>(1);
+        c.stream(tonic::Request::new(ReceiverStream::new(r))).await.ok()
+    };
+    assert!(tokio::time::timeout(Duration::from_secs(5), plain).await.ok().flatten().is_none(), "plain text must fail");
+    drop(tx);
+    drop(acks);
+    core.stop();
+    assert_eq!(Store::open(&path, false).unwrap().flow_count("edge-1").unwrap(), 7);
+}

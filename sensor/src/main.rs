@@ -88,6 +88,12 @@ struct CoreArgs {
     /// fsync every commit (survives power loss; slower). By default commits survive process crashes.
     #[arg(long)]
     full_sync: bool,
+    /// PEM certificate chain for TLS (with --tls-key).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Testing aid: wait this many milliseconds before storing each batch.
     #[arg(long, value_name = "MS", hide = true)]
     store_delay_ms: Option<u64>,
@@ -169,6 +175,12 @@ struct OutputArgs {
     /// Flows per FlowBatch.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65536))]
     batch_flows: u64,
+    /// Seal a partly filled FlowBatch after this long (e.g. 1s, 250ms).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_timeout)]
+    batch_age: Timeout,
+    /// PEM file of the CA that signed the core's certificate: use TLS (with an https:// --core URL).
+    #[arg(long, value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -370,6 +382,12 @@ fn open_output(o: &OutputArgs) -> Result<Outputs, (anyhow::Error, u8)> {
                 spool_max_bytes: o.spool_max_mib << 20,
                 window: o.window.max(1),
                 drain_timeout: Duration::from_secs(o.drain_timeout),
+                tls_ca: match &o.tls_ca {
+                    Some(p) => Some(
+                        std::fs::read(p).map_err(|e| setup(format!("cannot read --tls-ca {}: {e}", p.display())))?,
+                    ),
+                    None => None,
+                },
             };
             Some(Streamer::start(cfg).map_err(setup)?)
         }
@@ -383,6 +401,7 @@ fn open_output(o: &OutputArgs) -> Result<Outputs, (anyhow::Error, u8)> {
         top: o.top,
         stream,
         flows_per_batch: o.batch_flows as usize,
+        max_batch_age: Duration::from_nanos(o.batch_age.0.unwrap_or(u64::MAX)),
     });
     Ok(Outputs { writer, core, db })
 }
@@ -642,6 +661,15 @@ fn run_core(a: CoreArgs) -> anyhow::Result<ExitCode> {
     cfg.burst_flows = a.burst;
     cfg.full_sync = a.full_sync;
     cfg.store_delay = a.store_delay_ms.map(Duration::from_millis);
+    if let (Some(c), Some(k)) = (&a.tls_cert, &a.tls_key) {
+        match (std::fs::read(c), std::fs::read(k)) {
+            (Ok(c), Ok(k)) => cfg.tls = Some((c, k)),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("wirefold core: cannot read the TLS certificate or key: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing the signal handler")?;

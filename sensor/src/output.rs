@@ -31,6 +31,9 @@ pub struct ExportOptions {
     pub stream: Option<crate::stream::Streamer>,
     /// Flows per sealed FlowBatch (0 means [`FLOWS_PER_BATCH`]).
     pub flows_per_batch: usize,
+    /// Seal a partly filled FlowBatch once its oldest flow waited this long
+    /// (zero means one second).
+    pub max_batch_age: std::time::Duration,
     /// How many of the largest flows to keep for the summary.
     pub top: usize,
 }
@@ -97,6 +100,7 @@ struct Stage {
     builder: BatchBuilder,
     seq: u64,
     report: ExportReport,
+    pending_since: Option<std::time::Instant>,
 }
 
 impl Stage {
@@ -149,6 +153,9 @@ impl Stage {
                 }
             }
             if self.o.batches.is_some() || self.o.stream.is_some() {
+                if self.pending.is_empty() {
+                    self.pending_since = Some(std::time::Instant::now());
+                }
                 self.pending.push(embed::flow_rec(f, emb, score));
                 let cap = if self.o.flows_per_batch == 0 { FLOWS_PER_BATCH } else { self.o.flows_per_batch };
                 if self.pending.len() >= cap {
@@ -159,7 +166,17 @@ impl Stage {
         Ok(())
     }
 
+    /// Seal by age: a quiet link still delivers its flows promptly.
+    fn seal_if_old(&mut self) -> std::io::Result<()> {
+        let age = if self.o.max_batch_age.is_zero() { std::time::Duration::from_secs(1) } else { self.o.max_batch_age };
+        if self.pending_since.is_some_and(|t| t.elapsed() >= age) {
+            self.seal()?;
+        }
+        Ok(())
+    }
+
     fn seal(&mut self) -> std::io::Result<()> {
+        self.pending_since = None;
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -273,12 +290,18 @@ impl JsonLinesWriter {
                     builder: BatchBuilder::new(),
                     seq: 0,
                     report: ExportReport::default(),
+                    pending_since: None,
                 };
                 if let Some(w) = st.o.features.as_mut() {
                     writeln!(w, "{}", wirefold_embeddings::features::csv_header())?;
                 }
-                for batch in rx {
-                    st.batch(&batch)?;
+                loop {
+                    match rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                        Ok(batch) => st.batch(&batch)?,
+                        Err(crossbeam::channel::RecvTimeoutError::Timeout) => {}
+                        Err(crossbeam::channel::RecvTimeoutError::Disconnected) => break,
+                    }
+                    st.seal_if_old()?;
                 }
                 st.finish()
             })

@@ -38,6 +38,8 @@ pub struct StreamConfig {
     pub window: usize,
     /// After the input ends, how long to keep trying to deliver the spool.
     pub drain_timeout: Duration,
+    /// PEM of the CA that signed the core's certificate (TLS); the URL must be https://.
+    pub tls_ca: Option<Vec<u8>>,
 }
 
 /// Streaming counters.
@@ -144,10 +146,14 @@ impl Streamer {
 }
 
 async fn connect(cfg: &StreamConfig) -> Result<IngestClient<tonic::transport::Channel>, String> {
-    let ep = tonic::transport::Endpoint::from_shared(cfg.url.clone())
+    let mut ep = tonic::transport::Endpoint::from_shared(cfg.url.clone())
         .map_err(|e| format!("bad core URL '{}': {e}", cfg.url))?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true);
+    if let Some(ca) = &cfg.tls_ca {
+        let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca));
+        ep = ep.tls_config(tls).map_err(|e| format!("TLS set-up for {}: {e}", cfg.url))?;
+    }
     let ch = ep.connect().await.map_err(|e| format!("cannot connect to {}: {e}", cfg.url))?;
     Ok(IngestClient::new(ch).max_decoding_message_size(1 << 20))
 }

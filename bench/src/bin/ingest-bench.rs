@@ -62,6 +62,9 @@ fn main() -> anyhow::Result<()> {
         });
         loop {
             let a = acks.message().await?.ok_or_else(|| anyhow::anyhow!("stream ended"))?;
+            if std::env::var_os("INGEST_DEBUG").is_some() {
+                eprintln!("ack {:?} {} {}", a.kind, a.seq, a.reason);
+            }
             anyhow::ensure!(a.kind == AckKind::Ack, "rejected: {}", a.reason);
             if a.seq == n {
                 break;
@@ -69,6 +72,7 @@ fn main() -> anyhow::Result<()> {
         }
         Ok::<f64, anyhow::Error>(t.elapsed().as_secs_f64())
     })?;
+    drop(rt);
     core.stop();
     let stored = Store::open(&db, false)?.flow_count("bench")?;
     anyhow::ensure!(stored as usize == flows, "stored {stored} of {flows} flows");
