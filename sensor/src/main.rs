@@ -466,10 +466,7 @@ fn capture(a: CaptureArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone()).context("installing the signal handler")?;
-    }
+    let stop = stop_on_signals()?;
     let Outputs { writer, core, db } = match open_output(&a.output) {
         Ok(w) => w,
         Err((e, code)) => {
@@ -584,10 +581,7 @@ fn capture_dpdk(a: CaptureArgs) -> anyhow::Result<ExitCode> {
         flow: a.flow.config(),
         idle_exit: a.idle_exit.and_then(|t| t.0).map(Duration::from_nanos),
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone()).context("installing the signal handler")?;
-    }
+    let stop = stop_on_signals()?;
     let Outputs { writer, core, db } = match open_output(&a.output) {
         Ok(w) => w,
         Err((e, code)) => {
@@ -670,10 +664,7 @@ fn run_core(a: CoreArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone()).context("installing the signal handler")?;
-    }
+    let stop = stop_on_signals()?;
     let h = match wirefold_core::serve(a.listen, cfg) {
         Ok(h) => h,
         Err(e) => {
@@ -696,4 +687,13 @@ fn run_core(a: CoreArgs) -> anyhow::Result<ExitCode> {
         c.unauthenticated.load(Relaxed)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A flag that SIGINT or SIGTERM sets.
+fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing the signal handler")?;
+    }
+    Ok(stop)
 }

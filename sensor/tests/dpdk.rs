@@ -5,29 +5,10 @@
 mod common;
 use common::*;
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
 const EAL: &str = "--no-huge -m 512 --no-shconf --no-pci -l 0";
-
-type Key = (u64, String, (String, u64), (String, u64));
-
-fn by_key(flows: &[Value]) -> BTreeMap<Key, [u64; 4]> {
-    let mut m = BTreeMap::new();
-    for f in flows {
-        let a = (f["src_ip"].as_str().unwrap().to_string(), f["src_port"].as_u64().unwrap());
-        let b = (f["dst_ip"].as_str().unwrap().to_string(), f["dst_port"].as_u64().unwrap());
-        let fwd = [f["fwd_packets"].as_u64().unwrap(), f["fwd_bytes"].as_u64().unwrap()];
-        let rev = [f["rev_packets"].as_u64().unwrap(), f["rev_bytes"].as_u64().unwrap()];
-        let (lo, hi, up, down) = if a <= b { (a, b, fwd, rev) } else { (b, a, rev, fwd) };
-        let e: &mut [u64; 4] = m.entry((f["proto"].as_u64().unwrap(), f["vlan"].to_string(), lo, hi)).or_default();
-        for (i, v) in [up[0], up[1], down[0], down[1]].into_iter().enumerate() {
-            e[i] += v;
-        }
-    }
-    m
-}
 
 fn dpdk_capture(
     tag: &str,

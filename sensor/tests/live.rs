@@ -164,27 +164,6 @@ fn field(text: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no '{name}' in {text}"))
 }
 
-type Key = (u64, String, (String, u64), (String, u64));
-
-/// Flows aggregated per key and per direction: (lo→hi packets, lo→hi bytes,
-/// hi→lo packets, hi→lo bytes). Robust to where records were split.
-fn by_key(flows: &[Value]) -> BTreeMap<Key, [u64; 4]> {
-    let mut m = BTreeMap::new();
-    for f in flows {
-        let a = (f["src_ip"].as_str().unwrap().to_string(), f["src_port"].as_u64().unwrap());
-        let b = (f["dst_ip"].as_str().unwrap().to_string(), f["dst_port"].as_u64().unwrap());
-        let fwd = [f["fwd_packets"].as_u64().unwrap(), f["fwd_bytes"].as_u64().unwrap()];
-        let rev = [f["rev_packets"].as_u64().unwrap(), f["rev_bytes"].as_u64().unwrap()];
-        let (lo, hi, up, down) = if a <= b { (a, b, fwd, rev) } else { (b, a, rev, fwd) };
-        let e: &mut [u64; 4] = m.entry((f["proto"].as_u64().unwrap(), f["vlan"].to_string(), lo, hi)).or_default();
-        e[0] += up[0];
-        e[1] += up[1];
-        e[2] += down[0];
-        e[3] += down[1];
-    }
-    m
-}
-
 fn offline(files: &[PathBuf]) -> Vec<Value> {
     let mut args = vec!["replay", "--no-embed", "--idle-timeout", "never", "--active-timeout", "never"];
     args.extend(files.iter().map(|f| f.to_str().unwrap()));

@@ -88,3 +88,25 @@ pub fn scratch(name: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// A flow's key as the tests compare it: protocol, VLAN list, and the
+/// endpoint pair in canonical order.
+pub type Key = (u64, String, (String, u64), (String, u64));
+
+/// Flows aggregated per key and per direction: (lo→hi packets, lo→hi bytes,
+/// hi→lo packets, hi→lo bytes). Robust to where records were split.
+pub fn by_key(flows: &[serde_json::Value]) -> std::collections::BTreeMap<Key, [u64; 4]> {
+    let mut m = std::collections::BTreeMap::new();
+    for f in flows {
+        let a = (f["src_ip"].as_str().unwrap().to_string(), f["src_port"].as_u64().unwrap());
+        let b = (f["dst_ip"].as_str().unwrap().to_string(), f["dst_port"].as_u64().unwrap());
+        let fwd = [f["fwd_packets"].as_u64().unwrap(), f["fwd_bytes"].as_u64().unwrap()];
+        let rev = [f["rev_packets"].as_u64().unwrap(), f["rev_bytes"].as_u64().unwrap()];
+        let (lo, hi, up, down) = if a <= b { (a, b, fwd, rev) } else { (b, a, rev, fwd) };
+        let e: &mut [u64; 4] = m.entry((f["proto"].as_u64().unwrap(), f["vlan"].to_string(), lo, hi)).or_default();
+        for (i, v) in [up[0], up[1], down[0], down[1]].into_iter().enumerate() {
+            e[i] += v;
+        }
+    }
+    m
+}
