@@ -163,8 +163,17 @@ async fn a_full_queue_withholds_acks_and_loses_nothing() {
     sender.await.unwrap();
     let took = t.elapsed();
     assert!(took >= Duration::from_millis(20 * n - 100), "the store's pace sets the pace: {took:?}");
-    // The core's queue never held more than its bound.
+    // The queue drained, and memory stayed bounded: the core holds at most
+    // `queue` batches plus each stream's small in-flight buffers, whatever
+    // the sender pushes. (Peak resident memory of this whole test process.)
     assert_eq!(core.counters.queue_depth.load(std::sync::atomic::Ordering::Relaxed), 0);
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let hwm_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(hwm_kb < 256 * 1024, "peak memory {hwm_kb} kB exceeds the 256 MiB bound");
     drop(c);
     core.stop();
     assert_eq!(Store::open(&path, false).unwrap().flow_count("edge-1").unwrap(), 50 * n);
