@@ -13,7 +13,7 @@ use wirefold_sensor::capture::pcap::PcapFile;
 use wirefold_sensor::cli::{parse_timeout, Timeout};
 use wirefold_sensor::flow::{EndReason, FinishedFlow, FlowConfig};
 use wirefold_sensor::live::{Capture, LiveConfig, Mode, ThreadCounters};
-use wirefold_sensor::output::{ExportOptions, ExportReport, JsonLinesWriter};
+use wirefold_sensor::output::{ExportOptions, ExportReport, Exporter};
 use wirefold_sensor::pipeline::{Pipeline, Summary};
 use wirefold_sensor::stream::{StreamConfig, Streamer};
 
@@ -315,7 +315,7 @@ fn create(p: &Path) -> anyhow::Result<Box<dyn Write + Send>> {
 
 /// The export thread, and an embedded core if one was asked for.
 struct Outputs {
-    writer: JsonLinesWriter,
+    writer: Exporter,
     core: Option<wirefold_core::CoreHandle>,
     db: Option<PathBuf>,
 }
@@ -392,7 +392,7 @@ fn open_output(o: &OutputArgs) -> Result<Outputs, (anyhow::Error, u8)> {
             Some(Streamer::start(cfg).map_err(setup)?)
         }
     };
-    let writer = JsonLinesWriter::spawn(ExportOptions {
+    let writer = Exporter::spawn(ExportOptions {
         json,
         features,
         batches,

@@ -240,7 +240,7 @@ const QUEUE: usize = 16;
 
 /// The export thread. Producers (one per flow table) get a [`FlowSink`] each.
 #[derive(Debug)]
-pub struct JsonLinesWriter {
+pub struct Exporter {
     tx: Option<Sender<Vec<FinishedFlow>>>,
     handle: Option<JoinHandle<std::io::Result<ExportReport>>>,
 }
@@ -272,7 +272,7 @@ impl FlowSink {
     }
 }
 
-impl JsonLinesWriter {
+impl Exporter {
     /// Start the export thread.
     pub fn spawn(o: ExportOptions) -> Self {
         let (tx, rx) = bounded::<Vec<FinishedFlow>>(QUEUE);
