@@ -43,4 +43,5 @@ for _ in 1 2 3 4 5; do
 done
 OFFM=$(printf '%s\n' "${OFF[@]}" | median)
 echo "capture: $PKTS packets looped by net_pcap (infinite_rx), one lcore; offline: the same file x5, in-process time, median of 5"
+printf 'dpdk / offline: %.2f\n' "$(echo "$DPDK / $OFFM" | bc -l)"
 printf 'dpdk: %.2f Mpps, offline: %.2f Mpps\n' "$(echo "$DPDK / 1000000" | bc -l)" "$(echo "$OFFM / 1000000" | bc -l)"

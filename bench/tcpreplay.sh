@@ -89,4 +89,5 @@ for rate in 200000 400000 600000 800000 1000000 1200000 1500000; do
     [ "$DROPPED" = 0 ] && [ "$SEEN" = "$SENT" ] && BEST=$rate
 done
 echo "highest zero-drop --pps for wirefold pipeline: $BEST (tcpreplay's own ceiling applies)"
+printf 'cpu per Mpkt, wirefold pipeline / tcpdump: %.2f\n' "$(echo "${W[3]} / ${T[2]}" | bc -l)"
 echo "afpacket: sent ${W[0]}, seen ${W[1]}, dropped ${W[2]}, cpu ${W[3]} s/Mpkt; tcpdump: seen ${T[0]}, dropped ${T[1]}, cpu ${T[2]} s/Mpkt"
