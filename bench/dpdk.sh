@@ -12,12 +12,8 @@ SECS="${1:-12}"
 WORK="$ROOT/.local/bench"
 mkdir -p "$WORK"
 CAP="$WORK/dpdk-60k-2k.pcap"
-if [ ! -s "$CAP" ]; then
-    SRC="$ROOT/../shared/data/pcaps"
-    [ -d "$SRC" ] || SRC="$ROOT/sensor/tests/pcaps"
-    # net_pcap cannot loop (infinite_rx) frames that need chained mbufs: keep frames within one 2 KiB buffer.
-    python3 "$ROOT/bench/make_capture.py" "$SRC" "$CAP" 60000 2000
-fi
+# net_pcap cannot loop (infinite_rx) frames that need chained mbufs: keep frames within one 2 KiB buffer.
+bench_capture "$CAP" "$(corpus_dir)" 60000 2000
 (cd "$ROOT" && cargo build --release --locked -q -p wirefold-sensor --features dpdk --bin wirefold)
 WF="$ROOT/target/release/wirefold"
 PKTS=$(python3 -c "import sys;d=open('$CAP','rb').read();o=24;n=0

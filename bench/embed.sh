@@ -11,8 +11,7 @@ cd "$ROOT"
 cargo build --release --locked -q -p wirefold-bench --bin embed-bench
 files=("$@")
 if [ ${#files[@]} -eq 0 ]; then
-    SRC="$ROOT/../shared/data/pcaps"
-    [ -d "$SRC" ] || SRC="$ROOT/sensor/tests/pcaps"
+    SRC=$(corpus_dir)
     mapfile -t files < <(find "$SRC" -maxdepth 1 -name '*.pcap' | sort)
 fi
 "$ROOT/target/release/embed-bench" --rounds "${ROUNDS:-5}" "${files[@]}"

@@ -19,11 +19,7 @@ WORK="$ROOT/.local/bench"
 mkdir -p "$WORK"
 if [ -z "$CAP" ]; then
     CAP="$WORK/corpus-3m.pcap"
-    if [ ! -s "$CAP" ]; then
-        SRC="$ROOT/../shared/data/pcaps"
-        [ -d "$SRC" ] || SRC="$ROOT/sensor/tests/pcaps"
-        python3 "$ROOT/bench/make_capture.py" "$SRC" "$CAP" 3160000
-    fi
+    bench_capture "$CAP" "$(corpus_dir)" 3160000
 fi
 (cd "$ROOT" && cargo build --release --locked -q -p wirefold-sensor --bin wirefold)
 WF="$ROOT/target/release/wirefold"

@@ -19,14 +19,13 @@ mkdir -p "$WORK"
 if [ -z "$CAP" ]; then
     CAP="$WORK/dense-1m.pcap"
     if [ ! -s "$CAP" ]; then
-        SRC="$ROOT/../shared/data/pcaps"
-        [ -d "$SRC" ] || SRC="$ROOT/sensor/tests/pcaps"
+        SRC=$(corpus_dir)
         mkdir -p "$WORK/dense-src"
         for f in zeek__dhcp__dhcp_flood.pcap zeek__dhcp__dhcp.pcap zeek__dns-edns-ecs.pcap zeek__ntp__NTP_sync.pcap; do
             [ -f "$SRC/$f" ] && ln -sf "$(realpath "$SRC/$f")" "$WORK/dense-src/$f"
         done
-        python3 "$ROOT/bench/make_capture.py" "$WORK/dense-src" "$CAP" 1200000
     fi
+    bench_capture "$CAP" "$WORK/dense-src" 1200000
 fi
 (cd "$ROOT" && cargo build --release --locked -q -p wirefold-sensor --bin wirefold && cargo build --release --locked -q -p wirefold-bench --bin ingest-bench)
 WF="$ROOT/target/release/wirefold"

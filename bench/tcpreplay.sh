@@ -16,11 +16,7 @@ LOOPS="${1:-10}"
 WORK="$ROOT/.local/bench"
 mkdir -p "$WORK"
 CAP="$WORK/live-300k-nofrag.pcap"
-if [ ! -s "$CAP" ]; then
-    SRC="$ROOT/../shared/data/pcaps"
-    [ -d "$SRC" ] || SRC="$ROOT/sensor/tests/pcaps"
-    python3 "$ROOT/bench/make_capture.py" "$SRC" "$CAP" 300000 9000 nofrag
-fi
+bench_capture "$CAP" "$(corpus_dir)" 300000 9000 nofrag
 (cd "$ROOT" && cargo build --release --locked -q -p wirefold-sensor --bin wirefold)
 WF="$ROOT/target/release/wirefold"
 

@@ -51,3 +51,16 @@ setup_python() {
     PYTHON="$venv/bin/python"
     export ORT_DYLIB_PATH FLATC PYTHON
 }
+
+# The capture folder benchmarks build from: the developers' corpus next to
+# the checkout when present, else the captures bundled with the tests.
+corpus_dir() {
+    if [ -d "$ROOT/../shared/data/pcaps" ]; then echo "$ROOT/../shared/data/pcaps"; else echo "$ROOT/sensor/tests/pcaps"; fi
+}
+
+# bench_capture OUT SRC_DIR [make_capture.py args...]: build OUT once.
+bench_capture() {
+    local out=$1 src=$2
+    shift 2
+    [ -s "$out" ] || python3 "$ROOT/bench/make_capture.py" "$src" "$out" "$@"
+}

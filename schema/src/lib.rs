@@ -267,18 +267,23 @@ pub fn verify(buf: &[u8]) -> Result<fb::FlowBatch<'_>, SchemaError> {
     Ok(b)
 }
 
+/// An address from a fixed-size FlatBuffers array, in 16 bytes (IPv4 in the first four).
+fn addr<const N: usize>(a: flatbuffers::Array<'_, u8, N>) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for (d, v) in out.iter_mut().zip(a.iter()) {
+        *d = v;
+    }
+    out
+}
+
 fn rec(
-    src: &[u8],
-    dst: &[u8],
+    s: [u8; 16],
+    d: [u8; 16],
     ip_version: u8,
     c: &fb::FlowCommon,
     base: u64,
     i: usize,
 ) -> Result<FlowRec, SchemaError> {
-    let mut s = [0u8; 16];
-    let mut d = [0u8; 16];
-    s[..src.len()].copy_from_slice(src);
-    d[..dst.len()].copy_from_slice(dst);
     let first = base.checked_add(join(c.first_lo(), c.first_hi())).ok_or(SchemaError::Time(i))?;
     let last = base.checked_add(join(c.last_lo(), c.last_hi())).ok_or(SchemaError::Time(i))?;
     let mut embedding = [0i8; EMBEDDING_DIM];
@@ -313,30 +318,12 @@ fn rec(
 pub fn read_batch(buf: &[u8]) -> Result<(BatchMeta, Vec<FlowRec>), SchemaError> {
     let b = verify(buf)?;
     let base = b.base_ns();
-    let mut flows = Vec::new();
-    if let Some(v) = b.flows4() {
-        for (i, f) in v.iter().enumerate() {
-            flows.push(rec(
-                &f.src().iter().collect::<Vec<u8>>(),
-                &f.dst().iter().collect::<Vec<u8>>(),
-                4,
-                f.common(),
-                base,
-                i,
-            )?);
-        }
+    let mut flows = Vec::with_capacity(b.flows4().map_or(0, |v| v.len()) + b.flows6().map_or(0, |v| v.len()));
+    for (i, f) in b.flows4().iter().flatten().enumerate() {
+        flows.push(rec(addr(f.src()), addr(f.dst()), 4, f.common(), base, i)?);
     }
-    if let Some(v) = b.flows6() {
-        for (i, f) in v.iter().enumerate() {
-            flows.push(rec(
-                &f.src().iter().collect::<Vec<u8>>(),
-                &f.dst().iter().collect::<Vec<u8>>(),
-                6,
-                f.common(),
-                base,
-                i,
-            )?);
-        }
+    for (i, f) in b.flows6().iter().flatten().enumerate() {
+        flows.push(rec(addr(f.src()), addr(f.dst()), 6, f.common(), base, i)?);
     }
     let meta = BatchMeta {
         sensor_id: b.sensor_id().to_string(),

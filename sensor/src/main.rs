@@ -467,12 +467,9 @@ fn capture(a: CaptureArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let stop = stop_on_signals()?;
-    let Outputs { writer, core, db } = match open_output(&a.output) {
-        Ok(w) => w,
-        Err((e, code)) => {
-            eprintln!("wirefold: {e:#}");
-            return Ok(ExitCode::from(code));
-        }
+    let Outputs { writer, core, db } = match outputs_or_exit(&a.output) {
+        Ok(o) => o,
+        Err(code) => return Ok(code),
     };
     let counters = cap.counters.clone();
     eprintln!(
@@ -502,12 +499,9 @@ fn capture(a: CaptureArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let Outputs { writer, core, db } = match open_output(&a.output) {
-        Ok(w) => w,
-        Err((e, code)) => {
-            eprintln!("wirefold: {e:#}");
-            return Ok(ExitCode::from(code));
-        }
+    let Outputs { writer, core, db } = match outputs_or_exit(&a.output) {
+        Ok(o) => o,
+        Err(code) => return Ok(code),
     };
     let mut flows = writer.sink();
     let mut sink = |f: &FinishedFlow| flows.push(f);
@@ -582,12 +576,9 @@ fn capture_dpdk(a: CaptureArgs) -> anyhow::Result<ExitCode> {
         idle_exit: a.idle_exit.and_then(|t| t.0).map(Duration::from_nanos),
     };
     let stop = stop_on_signals()?;
-    let Outputs { writer, core, db } = match open_output(&a.output) {
-        Ok(w) => w,
-        Err((e, code)) => {
-            eprintln!("wirefold: {e:#}");
-            return Ok(ExitCode::from(code));
-        }
+    let Outputs { writer, core, db } = match outputs_or_exit(&a.output) {
+        Ok(o) => o,
+        Err(code) => return Ok(code),
     };
     let counters: Vec<Arc<ThreadCounters>> = (0..a.queues).map(|_| Arc::new(ThreadCounters::default())).collect();
     eprintln!("wirefold: capturing with DPDK on port {} ({} queues); stop with Ctrl-C or SIGTERM", a.port, a.queues);
@@ -696,4 +687,12 @@ fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
         signal_hook::flag::register(sig, stop.clone()).context("installing the signal handler")?;
     }
     Ok(stop)
+}
+
+/// [`open_output`], printing its error and giving the exit status.
+fn outputs_or_exit(o: &OutputArgs) -> Result<Outputs, ExitCode> {
+    open_output(o).map_err(|(e, code)| {
+        eprintln!("wirefold: {e:#}");
+        ExitCode::from(code)
+    })
 }
