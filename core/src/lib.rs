@@ -13,8 +13,9 @@
 
 pub mod service;
 pub mod store;
+pub mod telemetry;
 pub mod tokens;
 
-pub use service::{serve, CoreConfig, CoreHandle};
+pub use service::{serve, CoreConfig, CoreCounters, CoreHandle, SensorCounts};
 pub use store::Store;
 pub use tokens::Tokens;

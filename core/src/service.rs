@@ -1,10 +1,12 @@
 //! The gRPC service: authenticate, verify, rate law, bounded queue, store.
 use crate::store::{Store, Stored};
+use crate::telemetry::{Exposition, Latency};
 use crate::tokens::Tokens;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -71,6 +73,95 @@ pub struct CoreCounters {
     pub rate_waits: AtomicU64,
     /// Batches queued for the store right now.
     pub queue_depth: AtomicU64,
+    /// Streams open right now.
+    pub streams_open: AtomicU64,
+    /// Queue capacity (batches).
+    pub queue_capacity: AtomicU64,
+    /// Per sensor: batches by result, flows committed, rate-law waits.
+    pub per_sensor: Mutex<BTreeMap<Arc<str>, SensorCounts>>,
+    /// Store transaction time (one per batch).
+    pub store_latency: Latency,
+}
+
+/// One sensor's counts at the core.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SensorCounts {
+    /// Batches committed.
+    pub committed: u64,
+    /// Resent batches that were already stored.
+    pub duplicate: u64,
+    /// Batches refused (verification, sensor mismatch).
+    pub rejected: u64,
+    /// Batches the store failed to write (the sensor resends them).
+    pub failed: u64,
+    /// Flows committed.
+    pub flows: u64,
+    /// Times the rate law made this sensor's stream wait.
+    pub rate_waits: u64,
+}
+
+impl CoreCounters {
+    fn sensor(&self, sensor: &Arc<str>, f: impl FnOnce(&mut SensorCounts)) {
+        let mut m = self.per_sensor.lock().unwrap_or_else(|p| p.into_inner());
+        f(m.entry(sensor.clone()).or_default());
+    }
+
+    /// The core's metric families (names start with `wirefold_core_`).
+    pub fn exposition(&self) -> Exposition {
+        let mut e = Exposition::new();
+        let per = self.per_sensor.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        const BATCHES: &str = "Batches received, by sensor and result (committed, duplicate = a resend already stored, rejected = refused with a reason, failed = store error, resent later).";
+        for (sensor, c) in &per {
+            for (result, v) in
+                [("committed", c.committed), ("duplicate", c.duplicate), ("rejected", c.rejected), ("failed", c.failed)]
+            {
+                e.counter("wirefold_core_batches_total", BATCHES, &[("sensor", sensor), ("result", result)], v as f64);
+            }
+        }
+        if per.is_empty() {
+            e.counter("wirefold_core_batches_total", BATCHES, &[("sensor", ""), ("result", "committed")], 0.0);
+        }
+        for (sensor, c) in &per {
+            e.counter(
+                "wirefold_core_flows_total",
+                "Flows committed to the store, by sensor.",
+                &[("sensor", sensor)],
+                c.flows as f64,
+            );
+            e.counter(
+                "wirefold_core_rate_waits_total",
+                "Times the per-sensor rate law made a stream wait.",
+                &[("sensor", sensor)],
+                c.rate_waits as f64,
+            );
+        }
+        e.counter(
+            "wirefold_core_unauthenticated_total",
+            "Streams refused for a missing or unknown bearer token.",
+            &[],
+            self.unauthenticated.load(Relaxed) as f64,
+        );
+        e.gauge(
+            "wirefold_core_queue_depth",
+            "Batches waiting for the store right now.",
+            &[],
+            self.queue_depth.load(Relaxed) as f64,
+        );
+        e.gauge(
+            "wirefold_core_queue_capacity",
+            "Batches the store queue holds before acks are withheld (backpressure).",
+            &[],
+            self.queue_capacity.load(Relaxed) as f64,
+        );
+        e.gauge("wirefold_core_streams", "Sensor streams open right now.", &[], self.streams_open.load(Relaxed) as f64);
+        e.summary(
+            "wirefold_core_store_seconds",
+            "Store transaction time per batch (quantiles over the last 1-2 minutes).",
+            &[],
+            &self.store_latency,
+        );
+        e
+    }
 }
 
 enum StoreMsg {
@@ -148,6 +239,7 @@ impl Ingest for Svc {
         let store = self.store.clone();
         let counters = self.counters.clone();
         let mut bucket = self.rate.map(|(rate, burst)| Bucket { rate, burst, tokens: burst, at: Instant::now() });
+        let ack_sensor = sensor.clone();
         // Reader: verify, rate law, queue for the store (waiting when it is full).
         let reader_out = out_tx.clone();
         tokio::spawn(async move {
@@ -164,10 +256,12 @@ impl Ingest for Svc {
                 let p = match read_batch(&msg.0) {
                     Err(e) => {
                         counters.rejected.fetch_add(1, Relaxed);
+                        counters.sensor(&sensor, |c| c.rejected += 1);
                         Pending::Now(Ack::rejected(0, Code::InvalidArgument, e.to_string()))
                     }
                     Ok((meta, _)) if *meta.sensor_id != *sensor => {
                         counters.rejected.fetch_add(1, Relaxed);
+                        counters.sensor(&sensor, |c| c.rejected += 1);
                         Pending::Now(Ack::rejected(
                             meta.seq,
                             Code::PermissionDenied,
@@ -178,6 +272,7 @@ impl Ingest for Svc {
                         if let Some(b) = bucket.as_mut() {
                             if b.take(flows.len() as f64).await {
                                 counters.rate_waits.fetch_add(1, Relaxed);
+                                counters.sensor(&sensor, |c| c.rate_waits += 1);
                             }
                         }
                         let (done, rx) = oneshot::channel();
@@ -199,20 +294,27 @@ impl Ingest for Svc {
         });
         // Acker: answer in order, each once its batch is durable.
         let counters = self.counters.clone();
+        counters.streams_open.fetch_add(1, Relaxed);
         tokio::spawn(async move {
+            let _open = OpenStream(counters.clone());
             while let Some(p) = pend_rx.recv().await {
                 let ack = match p {
                     Pending::Now(a) => a,
                     Pending::Commit(seq, rx) => match rx.await {
                         Ok(Ok(Stored::Committed(s))) => {
                             counters.committed.fetch_add(1, Relaxed);
+                            counters.sensor(&ack_sensor, |c| c.committed += 1);
                             Ack::durable(s)
                         }
                         Ok(Ok(Stored::Duplicate(s))) => {
                             counters.duplicates.fetch_add(1, Relaxed);
+                            counters.sensor(&ack_sensor, |c| c.duplicate += 1);
                             Ack::durable(s)
                         }
-                        Ok(Err(e)) => Ack::rejected(seq, Code::Internal, e),
+                        Ok(Err(e)) => {
+                            counters.sensor(&ack_sensor, |c| c.failed += 1);
+                            Ack::rejected(seq, Code::Internal, e)
+                        }
                         Err(_) => break,
                     },
                 };
@@ -222,6 +324,15 @@ impl Ingest for Svc {
             }
         });
         Ok(Response::new(ReceiverStream::new(out_rx)))
+    }
+}
+
+/// Counts an open stream until dropped.
+struct OpenStream(Arc<CoreCounters>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.streams_open.fetch_sub(1, Relaxed);
     }
 }
 
@@ -243,9 +354,12 @@ fn store_thread(
                     std::thread::sleep(d);
                 }
                 let n = flows.len() as u64;
+                let t0 = Instant::now();
                 let r = store.store(&sensor, seq, &flows).map_err(|e| format!("store failed: {e}"));
+                counters.store_latency.record(t0.elapsed());
                 if matches!(r, Ok(Stored::Committed(_))) {
                     counters.flows.fetch_add(n, Relaxed);
+                    counters.sensor(&sensor, |c| c.flows += n);
                 }
                 counters.queue_depth.fetch_sub(1, Relaxed);
                 let _ = done.send(r);
@@ -273,10 +387,12 @@ pub struct CoreHandle {
 impl CoreHandle {
     /// Stop serving and wait for the store to finish what it has.
     pub fn stop(mut self) {
-        self.stop_inner();
+        self.shutdown();
     }
 
-    fn stop_inner(&mut self) {
+    /// Stop serving and wait for the store to finish what it has; the
+    /// counters stay readable.
+    pub fn shutdown(&mut self) {
         if let Some(s) = self.shutdown.take() {
             let _ = s.send(());
         }
@@ -295,7 +411,7 @@ impl CoreHandle {
 
 impl Drop for CoreHandle {
     fn drop(&mut self) {
-        self.stop_inner();
+        self.shutdown();
     }
 }
 
@@ -307,6 +423,7 @@ pub fn serve(listen: SocketAddr, cfg: CoreConfig) -> Result<CoreHandle, String> 
     std_listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let addr = std_listener.local_addr().map_err(|e| e.to_string())?;
     let counters = Arc::new(CoreCounters::default());
+    counters.queue_capacity.store(cfg.queue.max(1) as u64, Relaxed);
     let (shutdown, shutdown_rx) = oneshot::channel::<()>();
     let c2 = counters.clone();
     let thread = std::thread::Builder::new()

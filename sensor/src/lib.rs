@@ -15,9 +15,11 @@
 
 pub mod capture;
 pub mod cli;
+pub mod config;
 pub mod embed;
 pub mod flow;
 pub mod live;
+pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod record;

@@ -16,7 +16,7 @@ use crate::output::FlowSink;
 use crate::ring::{Producer, Ring};
 use crate::wire::{DecodeStats, Decoder, PacketMeta};
 use serde::Serialize;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -51,24 +51,7 @@ pub struct LiveConfig {
     pub ring_slots: usize,
 }
 
-/// Counters a thread publishes for the status line and metrics.
-#[derive(Debug, Default)]
-pub struct ThreadCounters {
-    /// Packets received from the socket.
-    pub packets: AtomicU64,
-    /// Captured bytes received.
-    pub bytes: AtomicU64,
-    /// Packet records dropped because the ring was full.
-    pub ring_drops: AtomicU64,
-    /// Kernel: packets handed to the socket.
-    pub kernel_packets: AtomicU64,
-    /// Kernel: packets dropped (ring full).
-    pub kernel_drops: AtomicU64,
-    /// Kernel: queue freezes.
-    pub kernel_freezes: AtomicU64,
-    /// Flows in this thread's table.
-    pub active_flows: AtomicU64,
-}
+pub use crate::metrics::ThreadCounters;
 
 /// Live-capture counters for the summary.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -310,7 +293,7 @@ fn capture_to_ring(
     c: &ThreadCounters,
     stop: &AtomicBool,
 ) -> (DecodeStats, KernelStats) {
-    let mut dec = Decoder::new();
+    let dec = std::cell::RefCell::new(Decoder::new());
     let mut meta = PacketMeta::default();
     let producer = std::cell::RefCell::new(Producer::new(ring));
     let ks = capture_loop(
@@ -318,20 +301,23 @@ fn capture_to_ring(
         c,
         stop,
         |p| {
-            if dec.decode(p.link, p.data, p.wire_len, p.ts_ns, &mut meta) {
+            if dec.borrow_mut().decode(p.link, p.data, p.wire_len, p.ts_ns, &mut meta) {
                 producer.borrow_mut().push(meta);
             }
         },
         |_| {
-            // End of a block: hand over what is batched, publish drops.
+            // End of a block: hand over what is batched, publish counters.
             let mut pr = producer.borrow_mut();
             pr.flush();
             c.ring_drops.store(pr.drops, Relaxed);
+            c.publish_decode(&dec.borrow().stats);
         },
     );
     let mut pr = producer.into_inner();
     pr.flush();
     c.ring_drops.store(pr.drops, Relaxed);
+    let dec = dec.into_inner();
+    c.publish_decode(&dec.stats);
     (dec.stats, ks)
 }
 
@@ -380,14 +366,14 @@ fn flow_worker(
         for f in table.drain_finished() {
             let _ = sink.push(&f);
         }
-        c.active_flows.store(table.len() as u64, Relaxed);
+        c.publish_flows(&table.stats, table.len());
     }
     table.flush(EndReason::Shutdown);
     for f in table.drain_finished() {
         let _ = sink.push(&f);
     }
     let _ = sink.flush();
-    c.active_flows.store(0, Relaxed);
+    c.publish_flows(&table.stats, 0);
     (DecodeStats::default(), table.stats.clone(), KernelStats::default())
 }
 
@@ -398,7 +384,7 @@ fn run_to_completion(
     c: &ThreadCounters,
     stop: &AtomicBool,
 ) -> (DecodeStats, FlowStats, KernelStats) {
-    let mut dec = Decoder::new();
+    let dec = std::cell::RefCell::new(Decoder::new());
     let mut meta = PacketMeta::default();
     let table = std::cell::RefCell::new(FlowTable::new(cfg));
     let mut last_tick = wall_ns();
@@ -407,7 +393,7 @@ fn run_to_completion(
         c,
         stop,
         |p| {
-            if dec.decode(p.link, p.data, p.wire_len, p.ts_ns, &mut meta) {
+            if dec.borrow_mut().decode(p.link, p.data, p.wire_len, p.ts_ns, &mut meta) {
                 table.borrow_mut().add(&meta);
             }
         },
@@ -423,7 +409,8 @@ fn run_to_completion(
             for f in t.drain_finished() {
                 let _ = sink.push(&f);
             }
-            c.active_flows.store(t.len() as u64, Relaxed);
+            c.publish_flows(&t.stats, t.len());
+            c.publish_decode(&dec.borrow().stats);
         },
     );
     let mut t = table.into_inner();
@@ -432,6 +419,9 @@ fn run_to_completion(
         let _ = sink.push(&f);
     }
     let _ = sink.flush();
+    let dec = dec.into_inner();
+    c.publish_decode(&dec.stats);
+    c.publish_flows(&t.stats, 0);
     (dec.stats, t.stats.clone(), ks)
 }
 
@@ -475,7 +465,8 @@ pub fn run_source_to_completion(
             // Under constant load the idle branch never runs: look at the
             // stop flag (and publish the table size) every 1024 bursts.
             if busy % 1024 == 0 {
-                c.active_flows.store(table.len() as u64, Relaxed);
+                c.publish_flows(&table.stats, table.len());
+                c.publish_decode(&dec.stats);
                 if stop.load(Relaxed) {
                     break;
                 }
@@ -499,7 +490,8 @@ pub fn run_source_to_completion(
             for f in table.drain_finished() {
                 let _ = sink.push(&f);
             }
-            c.active_flows.store(table.len() as u64, Relaxed);
+            c.publish_flows(&table.stats, table.len());
+            c.publish_decode(&dec.stats);
         }
         let idle_for = now.saturating_sub(last_packet);
         if stop.load(Relaxed) || idle_exit.is_some_and(|d| packets > 0 && idle_for >= d.as_nanos() as u64) {
@@ -513,6 +505,8 @@ pub fn run_source_to_completion(
         let _ = sink.push(&f);
     }
     let _ = sink.flush();
+    c.publish_flows(&table.stats, 0);
+    c.publish_decode(&dec.stats);
     (dec.stats, table.stats.clone())
 }
 

@@ -1,18 +1,21 @@
 //! The `wirefold` command.
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use wirefold_core::telemetry::MetricsServer;
 use wirefold_embeddings::Embedder;
 use wirefold_sensor::capture::afpacket::AfPacketConfig;
 use wirefold_sensor::capture::pcap::PcapFile;
 use wirefold_sensor::cli::{parse_timeout, Timeout};
+use wirefold_sensor::config;
 use wirefold_sensor::flow::{EndReason, FinishedFlow, FlowConfig};
 use wirefold_sensor::live::{Capture, LiveConfig, Mode, ThreadCounters};
+use wirefold_sensor::metrics::SensorMetrics;
 use wirefold_sensor::output::{ExportOptions, ExportReport, Exporter};
 use wirefold_sensor::pipeline::{Pipeline, Summary};
 use wirefold_sensor::stream::{StreamConfig, Streamer};
@@ -30,6 +33,7 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[command(args_override_self = true)]
 enum Command {
     /// Run capture files (pcap or pcapng) through the flow pipeline.
     ///
@@ -63,10 +67,50 @@ enum Command {
     /// transaction, so a resent batch changes nothing. Runs until SIGINT or
     /// SIGTERM.
     Core(CoreArgs),
+    /// Check a configuration file and print the settings it gives.
+    ///
+    /// Sections are the option groups of `--help` ([capture], [dpdk],
+    /// [flow], [export], [telemetry] for a sensor; [core], [telemetry] for a
+    /// core) and keys are the long option names with `_` for `-`. Every value
+    /// is checked by the same parser as its flag. Prints the effective
+    /// settings (file values and defaults) as TOML on stdout; an invalid file
+    /// is reported with the field, the value and what is allowed, and exits 2.
+    CheckConfig(CheckConfigArgs),
 }
 
 #[derive(Args, Debug)]
+struct CheckConfigArgs {
+    /// The configuration file.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// Check it as a sensor or a core configuration; by default a file with
+    /// a [core] section is a core configuration.
+    #[arg(long, value_enum)]
+    kind: Option<ConfigKind>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ConfigKind {
+    /// `wirefold capture` / `wirefold replay`.
+    Sensor,
+    /// `wirefold core`.
+    Core,
+}
+
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Telemetry")]
+struct TelemetryArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9462, or port 0 for any free port).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
+}
+
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Core")]
 struct CoreArgs {
+    /// Read settings from this TOML file (see `wirefold check-config`); flags override it.
+    #[arg(long, value_name = "FILE", help_heading = None)]
+    config: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7443")]
     listen: std::net::SocketAddr,
@@ -97,9 +141,12 @@ struct CoreArgs {
     /// Testing aid: wait this many milliseconds before storing each batch.
     #[arg(long, value_name = "MS", hide = true)]
     store_delay_ms: Option<u64>,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
 }
 
 #[derive(Args, Debug)]
+#[command(next_help_heading = "Flow")]
 struct FlowArgs {
     /// End a flow after this long without packets: e.g. 30s, 5m, or never.
     #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_timeout)]
@@ -124,6 +171,7 @@ impl FlowArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(next_help_heading = "Export")]
 struct OutputArgs {
     /// Write flow records here instead of stdout ("-" is stdout).
     #[arg(long, value_name = "PATH")]
@@ -184,7 +232,11 @@ struct OutputArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(next_help_heading = "Capture")]
 struct CaptureArgs {
+    /// Read settings from this TOML file (see `wirefold check-config`); flags override it.
+    #[arg(long, value_name = "FILE", help_heading = None)]
+    config: Option<PathBuf>,
     /// Interface to capture on (AF_PACKET).
     #[arg(long, value_name = "NAME", required_unless_present = "dpdk")]
     iface: Option<String>,
@@ -194,22 +246,23 @@ struct CaptureArgs {
     /// DPDK EAL arguments, as one string.
     #[arg(
         long,
+        help_heading = "DPDK",
         value_name = "ARGS",
         allow_hyphen_values = true,
         default_value = "--no-huge -m 512 --no-shconf --no-pci -l 0"
     )]
     eal: String,
     /// DPDK port id.
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(long, help_heading = "DPDK", value_name = "N", default_value_t = 0)]
     port: u16,
     /// DPDK rx queues, one lcore each (give the EAL that many lcores with -l).
-    #[arg(long, value_name = "Q", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, help_heading = "DPDK", value_name = "Q", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     queues: u16,
     /// DPDK mbufs in the pool (for net_pcap with infinite_rx, at least the file's packets).
-    #[arg(long, value_name = "N", default_value_t = 65535)]
+    #[arg(long, help_heading = "DPDK", value_name = "N", default_value_t = 65535)]
     mbufs: u32,
     /// DPDK: stop by itself when no packet arrived for this long (after the first), e.g. for file-backed vdevs.
-    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    #[arg(long, help_heading = "DPDK", value_name = "DURATION", value_parser = parse_timeout)]
     idle_exit: Option<Timeout>,
     /// Capture threads (one AF_PACKET socket and ring each).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
@@ -248,10 +301,15 @@ struct CaptureArgs {
     /// Seconds between status lines on stderr (0: none).
     #[arg(long, value_name = "SECONDS", default_value_t = 5)]
     status_interval: u64,
+    /// After stopping, keep serving --metrics this long (e.g. 30s, or "never" to wait for another signal).
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout, help_heading = "Telemetry")]
+    linger: Option<Timeout>,
     #[command(flatten)]
     flow: FlowArgs,
     #[command(flatten)]
     output: OutputArgs,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
 }
 
 /// CPU numbers from the command line.
@@ -280,22 +338,52 @@ fn parse_cpus(s: &str) -> Result<CpuList, String> {
 }
 
 #[derive(Args, Debug)]
+#[command(next_help_heading = "Replay")]
 struct ReplayArgs {
     /// Capture files to read, in order.
-    #[arg(required = true, value_name = "FILE")]
+    #[arg(required = true, value_name = "FILE", help_heading = None)]
     files: Vec<PathBuf>,
+    /// Read settings from this TOML file (see `wirefold check-config`); flags override it.
+    #[arg(long, value_name = "FILE", help_heading = None)]
+    config: Option<PathBuf>,
+    /// Pace packets by their timestamps, SPEED times faster than recorded (1 = real time); by default as fast as possible.
+    #[arg(long, value_name = "SPEED", value_parser = parse_speed)]
+    speed: Option<f64>,
+    /// Do not show the progress bar (bytes, packets) that replay draws on stderr when stderr is a terminal.
+    #[arg(long)]
+    no_progress: bool,
+    /// After the input ends, keep serving --metrics this long (e.g. 30s, or "never" to wait for SIGINT/SIGTERM).
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout, help_heading = "Telemetry")]
+    linger: Option<Timeout>,
     #[command(flatten)]
     flow: FlowArgs,
     #[command(flatten)]
     output: OutputArgs,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
+}
+
+fn parse_speed(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a speed-up factor; use a positive number such as 1, 10 or 0.5")),
+    }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv = match config::expand_argv(&Cli::command(), std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("wirefold: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(argv);
     let r = match cli.command {
         Command::Replay(a) => replay(a),
         Command::Capture(a) => capture(a),
         Command::Core(a) => run_core(a),
+        Command::CheckConfig(a) => check_config(a),
     };
     match r {
         Ok(code) => code,
@@ -322,7 +410,7 @@ struct Outputs {
 
 /// Start the export thread. A model that cannot be loaded, or a core set-up
 /// problem, is a start-up error (exit 2) with its reason.
-fn open_output(o: &OutputArgs) -> Result<Outputs, (anyhow::Error, u8)> {
+fn open_output(o: &OutputArgs, live: bool) -> Result<Outputs, (anyhow::Error, u8)> {
     let json: Option<Box<dyn Write + Send>> = match &o.out {
         _ if o.no_output => None,
         Some(p) if p.as_os_str() != "-" => Some(create(p).map_err(|e| (e, 1))?),
@@ -402,6 +490,7 @@ fn open_output(o: &OutputArgs) -> Result<Outputs, (anyhow::Error, u8)> {
         stream,
         flows_per_batch: o.batch_flows as usize,
         max_batch_age: Duration::from_nanos(o.batch_age.0.unwrap_or(u64::MAX)),
+        live,
     });
     Ok(Outputs { writer, core, db })
 }
@@ -466,12 +555,16 @@ fn capture(a: CaptureArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let stop = stop_on_signals()?;
-    let Outputs { writer, core, db } = match outputs_or_exit(&a.output) {
+    let signals = Signals::install()?;
+    let Outputs { writer, mut core, db } = match outputs_or_exit(&a.output, true) {
         Ok(o) => o,
         Err(code) => return Ok(code),
     };
     let counters = cap.counters.clone();
+    let metrics = match start_metrics(&a.telemetry, sensor_metrics(&iface, &counters, &writer, &core)) {
+        Ok(m) => m,
+        Err(code) => return Ok(code),
+    };
     eprintln!(
         "wirefold: capturing on {} ({} threads, {} mode, fanout group {}); stop with Ctrl-C or SIGTERM",
         iface,
@@ -480,7 +573,7 @@ fn capture(a: CaptureArgs) -> anyhow::Result<ExitCode> {
         cap.fanout_id()
     );
     let started = Instant::now();
-    let run_stop = stop.clone();
+    let run_stop = signals.stop.clone();
     let runner = std::thread::Builder::new()
         .name("wf-capture".into())
         .spawn(move || {
@@ -494,22 +587,98 @@ fn capture(a: CaptureArgs) -> anyhow::Result<ExitCode> {
     let mut summary = Summary::new(1, &res.decode, &res.flows, Vec::new(), started.elapsed().as_secs_f64());
     summary.live = Some(res.live);
     report(&a.output, &top, &mut summary)?;
-    finish_core(core, db, &a.output.sensor_id);
+    finish_core(core.as_mut(), db, &a.output.sensor_id);
+    linger(metrics, a.linger, &signals);
+    drop(core);
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `/metrics` reads on a sensor.
+fn sensor_metrics(
+    interface: &str,
+    threads: &[Arc<ThreadCounters>],
+    writer: &Exporter,
+    core: &Option<wirefold_core::CoreHandle>,
+) -> SensorMetrics {
+    SensorMetrics {
+        interface: interface.to_string(),
+        threads: threads.to_vec(),
+        export: writer.counters.clone(),
+        stream: writer.stream_counters.clone(),
+        core: core.as_ref().map(|c| c.counters.clone()),
+    }
+}
+
+/// Start `/metrics` if asked; a bad address is a set-up error (exit 2).
+fn start_metrics(t: &TelemetryArgs, m: SensorMetrics) -> Result<Option<MetricsServer>, ExitCode> {
+    let Some(addr) = t.metrics else { return Ok(None) };
+    match MetricsServer::start(addr, move || m.exposition()) {
+        Ok(s) => {
+            eprintln!("wirefold: metrics on http://{}/metrics", s.addr);
+            Ok(Some(s))
+        }
+        Err(e) => {
+            eprintln!("wirefold: {e} (--metrics)");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// After the work is done, keep `/metrics` up for `--linger` (or until the next SIGINT/SIGTERM).
+fn linger(metrics: Option<MetricsServer>, how_long: Option<Timeout>, signals: &Signals) {
+    let (Some(m), Some(t)) = (metrics, how_long) else { return };
+    signals.again.store(false, Relaxed);
+    let deadline = t.0.map(|ns| Instant::now() + Duration::from_nanos(ns));
+    match deadline {
+        Some(_) => eprintln!(
+            "wirefold: serving metrics on http://{}/metrics for {}; Ctrl-C to stop",
+            m.addr,
+            humantime_secs(t.0.unwrap_or(0))
+        ),
+        None => eprintln!("wirefold: serving metrics on http://{}/metrics until Ctrl-C or SIGTERM", m.addr),
+    }
+    while !signals.again.load(Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    m.stop();
+}
+
+fn humantime_secs(ns: u64) -> String {
+    format!("{} s", (ns as f64 / 1e9 * 10.0).round() / 10.0)
+}
+
 fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let Outputs { writer, core, db } = match outputs_or_exit(&a.output) {
+    let signals = Signals::install()?;
+    let Outputs { writer, mut core, db } = match outputs_or_exit(&a.output, false) {
         Ok(o) => o,
+        Err(code) => return Ok(code),
+    };
+    let counters = Arc::new(ThreadCounters::default());
+    let metrics = match start_metrics(&a.telemetry, sensor_metrics("replay", std::slice::from_ref(&counters), &writer, &core)) {
+        Ok(m) => m,
         Err(code) => return Ok(code),
     };
     let mut flows = writer.sink();
     let mut sink = |f: &FinishedFlow| flows.push(f);
     let started = Instant::now();
     let mut pipe = Pipeline::new(a.flow.config());
+    pipe.counters = Some(counters.clone());
+    pipe.speed = a.speed;
+    pipe.stop = Some(signals.stop.clone());
+    let show = !a.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let position = Arc::new(AtomicU64::new(0));
+    pipe.position = Some(position.clone());
+    let bar = show.then(|| ProgressBar::start(&a.files, position.clone(), counters.clone()));
     let mut errors = Vec::new();
     let mut files = 0;
-    for path in &a.files {
+    for (i, path) in a.files.iter().enumerate() {
+        if pipe.stopped() {
+            break;
+        }
+        position.store(0, Relaxed);
+        if let Some(b) = &bar {
+            b.file(i);
+        }
         let mut src = match PcapFile::open(path) {
             Ok(s) => s,
             Err(e) => {
@@ -520,19 +689,89 @@ fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         };
         files += 1;
         if let Err(e) = pipe.run(&mut src, &mut sink) {
-            eprintln!("wirefold: {e}");
+            if let Some(b) = &bar {
+                b.suspend(|| eprintln!("wirefold: {e}"));
+            } else {
+                eprintln!("wirefold: {e}");
+            }
             errors.push(e.to_string());
         }
     }
-    pipe.finish(EndReason::Eof, &mut sink).context("writing flows")?;
+    if let Some(b) = bar {
+        b.finish();
+    }
+    let end = if pipe.stopped() { EndReason::Shutdown } else { EndReason::Eof };
+    if pipe.stopped() {
+        eprintln!("wirefold: stopped by signal; flushing flows");
+    }
+    pipe.finish(end, &mut sink).context("writing flows")?;
     flows.flush().context("writing flows")?;
     drop(flows);
     let top = writer.finish().context("writing flows")?;
     let mut summary =
         Summary::new(files, &pipe.decoder.stats, &pipe.table.stats, errors, started.elapsed().as_secs_f64());
     report(&a.output, &top, &mut summary)?;
-    finish_core(core, db, &a.output.sensor_id);
+    finish_core(core.as_mut(), db, &a.output.sensor_id);
+    linger(metrics, a.linger, &signals);
+    drop(core);
     Ok(if summary.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// A progress bar on stderr for `replay`: bytes of the input files and packets.
+struct ProgressBar {
+    bar: indicatif::ProgressBar,
+    sizes: Vec<u64>,
+    current: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProgressBar {
+    fn start(files: &[PathBuf], position: Arc<AtomicU64>, counters: Arc<ThreadCounters>) -> Self {
+        let sizes: Vec<u64> = files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).collect();
+        let total: u64 = sizes.iter().sum();
+        let bar = indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta}) {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        let current = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (b2, s2, c2, st2) = (bar.clone(), sizes.clone(), current.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("wirefold-progress".into())
+            .spawn(move || {
+                while !st2.load(Relaxed) {
+                    let i = c2.load(Relaxed);
+                    let before: u64 = s2[..i.min(s2.len())].iter().sum();
+                    b2.set_position(before + position.load(Relaxed));
+                    b2.set_message(format!("{} packets", counters.packets.load(Relaxed)));
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+            .ok();
+        ProgressBar { bar, sizes, current, stop, thread }
+    }
+
+    /// Reading the `i`-th file now.
+    fn file(&self, i: usize) {
+        self.current.store(i.min(self.sizes.len()), Relaxed);
+    }
+
+    fn suspend(&self, f: impl FnOnce()) {
+        self.bar.suspend(f);
+    }
+
+    fn finish(mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.bar.finish_and_clear();
+    }
 }
 
 /// Print a status line every `every` seconds until `runner` finishes.
@@ -575,12 +814,18 @@ fn capture_dpdk(a: CaptureArgs) -> anyhow::Result<ExitCode> {
         flow: a.flow.config(),
         idle_exit: a.idle_exit.and_then(|t| t.0).map(Duration::from_nanos),
     };
-    let stop = stop_on_signals()?;
-    let Outputs { writer, core, db } = match outputs_or_exit(&a.output) {
+    let signals = Signals::install()?;
+    let stop = signals.stop.clone();
+    let Outputs { writer, mut core, db } = match outputs_or_exit(&a.output, true) {
         Ok(o) => o,
         Err(code) => return Ok(code),
     };
     let counters: Vec<Arc<ThreadCounters>> = (0..a.queues).map(|_| Arc::new(ThreadCounters::default())).collect();
+    let label = format!("dpdk:{}", a.port);
+    let metrics = match start_metrics(&a.telemetry, sensor_metrics(&label, &counters, &writer, &core)) {
+        Ok(m) => m,
+        Err(code) => return Ok(code),
+    };
     eprintln!("wirefold: capturing with DPDK on port {} ({} queues); stop with Ctrl-C or SIGTERM", a.port, a.queues);
     let started = Instant::now();
     let c2 = counters.clone();
@@ -604,14 +849,17 @@ fn capture_dpdk(a: CaptureArgs) -> anyhow::Result<ExitCode> {
     let mut summary = Summary::new(1, &res.decode, &res.flows, Vec::new(), started.elapsed().as_secs_f64());
     summary.live = Some(res.live);
     report(&a.output, &top, &mut summary)?;
-    finish_core(core, db, &a.output.sensor_id);
+    finish_core(core.as_mut(), db, &a.output.sensor_id);
+    linger(metrics, a.linger, &signals);
+    drop(core);
     Ok(ExitCode::SUCCESS)
 }
 
-/// Stop an embedded core (after the stream has drained) and say where its data is.
-fn finish_core(core: Option<wirefold_core::CoreHandle>, db: Option<PathBuf>, sensor: &str) {
+/// Stop an embedded core from serving (after the stream has drained; its
+/// counters stay readable) and say where its data is.
+fn finish_core(core: Option<&mut wirefold_core::CoreHandle>, db: Option<PathBuf>, sensor: &str) {
     if let Some(h) = core {
-        h.stop();
+        h.shutdown();
     }
     if let Some(path) = db {
         let stored =
@@ -655,7 +903,7 @@ fn run_core(a: CoreArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let stop = stop_on_signals()?;
+    let signals = Signals::install()?;
     let h = match wirefold_core::serve(a.listen, cfg) {
         Ok(h) => h,
         Err(e) => {
@@ -664,11 +912,28 @@ fn run_core(a: CoreArgs) -> anyhow::Result<ExitCode> {
         }
     };
     eprintln!("wirefold core: listening on {}, database {}", h.addr, a.db.display());
-    while !stop.load(Relaxed) {
+    let metrics = match a.telemetry.metrics {
+        None => None,
+        Some(addr) => {
+            let c = h.counters.clone();
+            match MetricsServer::start(addr, move || c.exposition()) {
+                Ok(m) => {
+                    eprintln!("wirefold core: metrics on http://{}/metrics", m.addr);
+                    Some(m)
+                }
+                Err(e) => {
+                    eprintln!("wirefold core: {e} (--metrics)");
+                    return Ok(ExitCode::from(2));
+                }
+            }
+        }
+    };
+    while !signals.stop.load(Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
     }
     let c = h.counters.clone();
     h.stop();
+    drop(metrics);
     eprintln!(
         "wirefold core: stopped; {} batches committed ({} flows), {} duplicates, {} rejected, {} unauthenticated streams",
         c.committed.load(Relaxed),
@@ -680,18 +945,81 @@ fn run_core(a: CoreArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A flag that SIGINT or SIGTERM sets.
-fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone()).context("installing the signal handler")?;
+/// Flags that SIGINT or SIGTERM set: `stop` ends the work; `again` is
+/// cleared when the work is done and ends `--linger`.
+struct Signals {
+    stop: Arc<AtomicBool>,
+    again: Arc<AtomicBool>,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        let (stop, again) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            for flag in [&stop, &again] {
+                signal_hook::flag::register(sig, flag.clone()).context("installing the signal handler")?;
+            }
+        }
+        Ok(Signals { stop, again })
     }
-    Ok(stop)
+}
+
+fn check_config(a: CheckConfigArgs) -> anyhow::Result<ExitCode> {
+    let root = Cli::command();
+    let text = match std::fs::read_to_string(&a.file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("wirefold: cannot read config {}: {e}", a.file.display());
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let kind = a.kind.unwrap_or_else(|| {
+        let core = text.parse::<toml::Table>().is_ok_and(|t| t.contains_key("core"));
+        if core {
+            ConfigKind::Core
+        } else {
+            ConfigKind::Sensor
+        }
+    });
+    let names: &[&str] = match kind {
+        ConfigKind::Sensor => &["capture", "replay"],
+        ConfigKind::Core => &["core"],
+    };
+    let cmds: Vec<&clap::Command> = names.iter().filter_map(|n| root.find_subcommand(n)).collect();
+    let file = a.file.display().to_string();
+    let mut args = Vec::new();
+    for target in &cmds {
+        match config::from_str(&cmds, target, &file, &text) {
+            Ok(v) => args.extend(v),
+            Err(e) => {
+                eprintln!("wirefold: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
+    if kind == ConfigKind::Core {
+        for arg in cmds[0].get_arguments().filter(|a| a.is_required_set()) {
+            let long = arg.get_long().unwrap_or_default();
+            if !args.iter().any(|x| x.to_string_lossy().starts_with(&format!("--{long}="))) {
+                eprintln!(
+                    "wirefold: config {file}: core.{} is required (or give --{long} when starting the core)",
+                    arg.get_id()
+                );
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
+    print!("{}", config::effective(&cmds, &args));
+    eprintln!(
+        "wirefold: config {file} is a valid {} configuration",
+        if kind == ConfigKind::Core { "core" } else { "sensor" }
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// [`open_output`], printing its error and giving the exit status.
-fn outputs_or_exit(o: &OutputArgs) -> Result<Outputs, ExitCode> {
-    open_output(o).map_err(|(e, code)| {
+fn outputs_or_exit(o: &OutputArgs, live: bool) -> Result<Outputs, ExitCode> {
+    open_output(o, live).map_err(|(e, code)| {
         eprintln!("wirefold: {e:#}");
         ExitCode::from(code)
     })

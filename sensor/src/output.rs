@@ -6,8 +6,10 @@ use crate::flow::FinishedFlow;
 use crate::record::FlowRecord;
 use crossbeam::channel::{bounded, Sender};
 use std::io::Write;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::thread::JoinHandle;
+use wirefold_core::telemetry::{local_histogram, Exposition, Latency};
 use wirefold_embeddings::{Embedder, F};
 use wirefold_schema::{write_framed, BatchBuilder, BatchMeta, FlowRec};
 
@@ -36,6 +38,53 @@ pub struct ExportOptions {
     pub max_batch_age: std::time::Duration,
     /// How many of the largest flows to keep for the summary.
     pub top: usize,
+    /// Record packet-to-export latency (live capture: packet times are wall-clock times).
+    pub live: bool,
+}
+
+/// What the export thread publishes for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ExportCounters {
+    /// Finished flows received from the flow tables.
+    pub flows: AtomicU64,
+    /// Flows embedded by the model.
+    pub embedded: AtomicU64,
+    /// Model runs (one per batch of flows).
+    pub embed_batches: AtomicU64,
+    /// FlowBatches sealed.
+    pub batches: AtomicU64,
+    /// Bytes of sealed FlowBatches.
+    pub batch_bytes: AtomicU64,
+    /// Time per model run.
+    pub embed_latency: Latency,
+    /// From a flow's last packet to its record leaving the sensor (live capture only).
+    pub export_latency: Latency,
+}
+
+impl ExportCounters {
+    /// Add the export families.
+    pub fn exposition(&self, e: &mut Exposition) {
+        let c = |e: &mut Exposition, name: &str, help: &str, v: &AtomicU64| {
+            e.counter(name, help, &[], v.load(Relaxed) as f64)
+        };
+        c(e, "wirefold_export_flows_total", "Finished flows handed to the export stage.", &self.flows);
+        c(e, "wirefold_embedded_flows_total", "Flows embedded by the ONNX model.", &self.embedded);
+        c(e, "wirefold_embed_batches_total", "Model runs (one per batch of finished flows).", &self.embed_batches);
+        c(e, "wirefold_export_batches_total", "FlowBatches sealed.", &self.batches);
+        c(e, "wirefold_export_batch_bytes_total", "Bytes of sealed FlowBatches.", &self.batch_bytes);
+        e.summary(
+            "wirefold_embed_batch_seconds",
+            "Time to embed one batch of flows (features, inference, quantization; quantiles over the last 1-2 minutes).",
+            &[],
+            &self.embed_latency,
+        );
+        e.summary(
+            "wirefold_flow_export_latency_seconds",
+            "Live capture: from a flow's last packet to its record leaving the sensor (includes the idle timeout for idle flows).",
+            &[],
+            &self.export_latency,
+        );
+    }
 }
 
 impl std::fmt::Debug for ExportOptions {
@@ -101,10 +150,16 @@ struct Stage {
     seq: u64,
     report: ExportReport,
     pending_since: Option<std::time::Instant>,
+    counters: Arc<ExportCounters>,
+    lat: hdrhistogram::Histogram<u64>,
+    lat_sum: u128,
 }
 
 impl Stage {
     fn batch(&mut self, batch: &[FinishedFlow]) -> std::io::Result<()> {
+        self.counters.flows.fetch_add(batch.len() as u64, Relaxed);
+        let embed_start = std::time::Instant::now();
+        let batch_now = if self.o.live { now_ns() } else { 0 };
         let need_rows = self.o.embedder.is_some() || self.o.features.is_some();
         if need_rows {
             self.rows.clear();
@@ -127,6 +182,9 @@ impl Stage {
             Some(e) => {
                 e.embed(&self.rows, &mut self.emb, &mut self.scores).map_err(std::io::Error::other)?;
                 self.report.embedded += batch.len() as u64;
+                self.counters.embedded.fetch_add(batch.len() as u64, Relaxed);
+                self.counters.embed_batches.fetch_add(1, Relaxed);
+                self.counters.embed_latency.record(embed_start.elapsed());
                 true
             }
             None => false,
@@ -152,7 +210,12 @@ impl Stage {
                     }
                 }
             }
-            if self.o.batches.is_some() || self.o.stream.is_some() {
+            let batched = self.o.batches.is_some() || self.o.stream.is_some();
+            if !batched && self.o.live {
+                // Unbatched output leaves now; batched flows are timed when sealed.
+                self.record_latency(batch_now, f.flow.last_ns);
+            }
+            if batched {
                 if self.pending.is_empty() {
                     self.pending_since = Some(std::time::Instant::now());
                 }
@@ -163,7 +226,20 @@ impl Stage {
                 }
             }
         }
+        self.merge_latency();
         Ok(())
+    }
+
+    fn record_latency(&mut self, now: u64, last_ns: u64) {
+        let d = now.saturating_sub(last_ns);
+        if self.lat.record(d.clamp(1_000, 3_600_000_000_000)).is_ok() {
+            self.lat_sum += d as u128;
+        }
+    }
+
+    fn merge_latency(&mut self) {
+        self.counters.export_latency.merge(&mut self.lat, self.lat_sum);
+        self.lat_sum = 0;
     }
 
     /// Seal by age: a quiet link still delivers its flows promptly.
@@ -196,9 +272,19 @@ impl Stage {
             scale,
             created_ns: now_ns(),
         };
+        if self.o.live {
+            let now = meta.created_ns;
+            for i in 0..self.pending.len() {
+                let last = self.pending[i].last_ns;
+                self.record_latency(now, last);
+            }
+            self.merge_latency();
+        }
         let buf = self.builder.build(&meta, &self.pending);
         self.report.batches += 1;
         self.report.batch_bytes += buf.len() as u64;
+        self.counters.batches.fetch_add(1, Relaxed);
+        self.counters.batch_bytes.fetch_add(buf.len() as u64, Relaxed);
         if let Some(w) = self.o.batches.as_mut() {
             write_framed(w, buf)?;
         }
@@ -243,6 +329,10 @@ const QUEUE: usize = 16;
 pub struct Exporter {
     tx: Option<Sender<Vec<FinishedFlow>>>,
     handle: Option<JoinHandle<std::io::Result<ExportReport>>>,
+    /// What the export thread publishes.
+    pub counters: Arc<ExportCounters>,
+    /// The streamer's counters, when streaming.
+    pub stream_counters: Option<Arc<crate::stream::StreamCounters>>,
 }
 
 /// A producer's handle on the writer: batches flows and sends them over.
@@ -276,6 +366,9 @@ impl Exporter {
     /// Start the export thread.
     pub fn spawn(o: ExportOptions) -> Self {
         let (tx, rx) = bounded::<Vec<FinishedFlow>>(QUEUE);
+        let counters = Arc::new(ExportCounters::default());
+        let stream_counters = o.stream.as_ref().map(|s| s.counters.clone());
+        let c2 = counters.clone();
         let handle = std::thread::Builder::new()
             .name("wirefold-export".into())
             .spawn(move || -> std::io::Result<ExportReport> {
@@ -291,6 +384,9 @@ impl Exporter {
                     seq: 0,
                     report: ExportReport::default(),
                     pending_since: None,
+                    counters: c2,
+                    lat: local_histogram(),
+                    lat_sum: 0,
                 };
                 if let Some(w) = st.o.features.as_mut() {
                     writeln!(w, "{}", wirefold_embeddings::features::csv_header())?;
@@ -306,7 +402,7 @@ impl Exporter {
                 st.finish()
             })
             .expect("spawn the export thread");
-        Self { tx: Some(tx), handle: Some(handle) }
+        Self { tx: Some(tx), handle: Some(handle), counters, stream_counters }
     }
 
     /// A new producer handle.

@@ -2,9 +2,13 @@
 //! finished flows, with the counters the summary prints.
 use crate::capture::{CaptureError, PacketSource};
 use crate::flow::{EndReason, FinishedFlow, FlowConfig, FlowStats, FlowTable};
+use crate::metrics::ThreadCounters;
 use crate::wire::{DecodeStats, Decoder, Malformed, PacketMeta, Skipped};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Decoder and flow table fed packet by packet (run to completion on one thread).
 #[derive(Debug)]
@@ -14,12 +18,47 @@ pub struct Pipeline {
     /// The flow table and its counters.
     pub table: FlowTable,
     meta: PacketMeta,
+    /// Counters published after every batch (for `/metrics`).
+    pub counters: Option<Arc<ThreadCounters>>,
+    /// Bytes of the current source consumed, published after every batch (for progress).
+    pub position: Option<Arc<AtomicU64>>,
+    /// Pace packets by their timestamps, this many times faster than recorded.
+    pub speed: Option<f64>,
+    /// Set to stop reading early (the caller flushes).
+    pub stop: Option<Arc<AtomicBool>>,
+    pace: Option<(u64, Instant)>,
 }
 
 impl Pipeline {
     /// A pipeline with the given flow settings.
     pub fn new(cfg: FlowConfig) -> Self {
-        Self { decoder: Decoder::new(), table: FlowTable::new(cfg), meta: PacketMeta::default() }
+        Self {
+            decoder: Decoder::new(),
+            table: FlowTable::new(cfg),
+            meta: PacketMeta::default(),
+            counters: None,
+            position: None,
+            speed: None,
+            stop: None,
+            pace: None,
+        }
+    }
+
+    /// Whether the stop flag is set.
+    pub fn stopped(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| s.load(Relaxed))
+    }
+
+    fn publish(&self, src: &dyn PacketSource) {
+        if let Some(c) = &self.counters {
+            c.packets.store(self.decoder.stats.packets, Relaxed);
+            c.bytes.store(self.decoder.stats.bytes, Relaxed);
+            c.publish_decode(&self.decoder.stats);
+            c.publish_flows(&self.table.stats, self.table.len());
+        }
+        if let (Some(p), Some(at)) = (&self.position, src.position()) {
+            p.store(at, Relaxed);
+        }
     }
 
     /// Read `src` to its end, handing finished flows to `sink` after every
@@ -29,14 +68,30 @@ impl Pipeline {
         src: &mut dyn PacketSource,
         sink: &mut dyn FnMut(&FinishedFlow) -> std::io::Result<()>,
     ) -> Result<(), RunError> {
+        let mut next_check = 0u64;
         loop {
-            let Pipeline { decoder, table, meta } = self;
+            let Pipeline { decoder, table, meta, speed, stop, pace, .. } = self;
             let more = src.next_batch(&mut |p| {
+                if let Some(speed) = *speed {
+                    // Pacing reads the clock once per millisecond of packet time at most.
+                    if p.ts_ns >= next_check {
+                        let (t0, w0) = *pace.get_or_insert((p.ts_ns, Instant::now()));
+                        let target = Duration::from_secs_f64(p.ts_ns.saturating_sub(t0) as f64 / 1e9 / speed);
+                        while w0.elapsed() < target && !stop.as_ref().is_some_and(|s| s.load(Relaxed)) {
+                            std::thread::sleep((target - w0.elapsed()).min(Duration::from_millis(100)));
+                        }
+                        next_check = p.ts_ns + (1e6 * speed) as u64;
+                    }
+                }
                 if decoder.decode(p.link, p.data, p.wire_len, p.ts_ns, meta) {
                     table.add(meta);
                 }
             });
             self.drain(sink)?;
+            self.publish(src);
+            if self.stopped() {
+                return Ok(());
+            }
             match more {
                 Ok(true) => {}
                 Ok(false) => return Ok(()),
@@ -52,7 +107,11 @@ impl Pipeline {
         sink: &mut dyn FnMut(&FinishedFlow) -> std::io::Result<()>,
     ) -> std::io::Result<()> {
         self.table.flush(reason);
-        self.drain(sink)
+        self.drain(sink)?;
+        if let Some(c) = &self.counters {
+            c.publish_flows(&self.table.stats, 0);
+        }
+        Ok(())
     }
 
     fn drain(&mut self, sink: &mut dyn FnMut(&FinishedFlow) -> std::io::Result<()>) -> std::io::Result<()> {

@@ -61,6 +61,10 @@ pub struct StreamCounters {
     pub spool_bytes: AtomicU64,
     /// Batches in the spool now.
     pub spool_batches: AtomicU64,
+    /// Batches sent and not yet acknowledged.
+    pub in_flight: AtomicU64,
+    /// Sent-to-acknowledged time per batch.
+    pub rtt: wirefold_core::telemetry::Latency,
 }
 
 /// The export thread's handle on the streamer.
@@ -269,6 +273,7 @@ async fn run(
         publish(&spooled, spool_bytes);
         let mut last_sent = resume;
         let mut inflight = 0usize;
+        let mut sent_at: BTreeMap<u64, Instant> = BTreeMap::new();
         loop {
             if !input_open && spooled.is_empty() {
                 return Ok(());
@@ -294,6 +299,8 @@ async fn run(
                             permit.send(FlowBatchBytes(bytes.into()));
                             c.sent.fetch_add(1, Relaxed);
                             inflight += 1;
+                            c.in_flight.store(inflight as u64, Relaxed);
+                            sent_at.insert(seq, Instant::now());
                         }
                         Err(e) => eprintln!("wirefold: spool read of batch {seq} failed: {e}"),
                     }
@@ -310,11 +317,18 @@ async fn run(
                                 c.acked.fetch_add(1, Relaxed);
                             }
                             inflight = inflight.saturating_sub(1);
+                            c.in_flight.store(inflight as u64, Relaxed);
+                            let now = Instant::now();
+                            while let Some(e) = sent_at.first_entry().filter(|e| *e.key() <= ack.seq) {
+                                c.rtt.record(now.duration_since(e.remove()));
+                            }
                             publish(&spooled, spool_bytes);
                         }
                         AckKind::Rejected => {
                             c.rejected.fetch_add(1, Relaxed);
                             inflight = inflight.saturating_sub(1);
+                            c.in_flight.store(inflight as u64, Relaxed);
+                            sent_at.remove(&ack.seq);
                             eprintln!("wirefold: the core REJECTED batch {} (gRPC code {}): {}", ack.seq, ack.code, ack.reason);
                             if let Some(len) = spooled.remove(&ack.seq) {
                                 spool_bytes -= len;
@@ -333,5 +347,6 @@ async fn run(
         // The stream broke: what was sent and not acked is resent after reconnecting.
         let unacked = spooled.range(..=last_sent).count() as u64;
         c.resent.fetch_add(unacked, Relaxed);
+        c.in_flight.store(0, Relaxed);
     }
 }

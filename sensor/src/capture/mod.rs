@@ -73,4 +73,9 @@ pub trait PacketSource {
     /// Deliver the next batch of packets to `sink`. Returns `Ok(false)` at the
     /// end of the input; packets delivered before an error stay delivered.
     fn next_batch(&mut self, sink: &mut dyn FnMut(&RawPacket<'_>)) -> Result<bool, CaptureError>;
+
+    /// Bytes of the source consumed so far, where that means something (files).
+    fn position(&self) -> Option<u64> {
+        None
+    }
 }

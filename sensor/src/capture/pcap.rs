@@ -401,6 +401,10 @@ fn units_to_ns(units: u64, resol: u64) -> u64 {
 }
 
 impl PacketSource for PcapFile {
+    fn position(&self) -> Option<u64> {
+        Some(self.offset())
+    }
+
     fn next_batch(&mut self, sink: &mut dyn FnMut(&RawPacket<'_>)) -> Result<bool, CaptureError> {
         if self.done {
             return Ok(false);

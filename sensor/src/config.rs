@@ -1,0 +1,274 @@
+//! TOML configuration files for `wirefold replay|capture|core --config FILE`.
+//!
+//! A file's sections are the option groups of `--help` (`[capture]`,
+//! `[dpdk]`, `[flow]`, `[export]`, `[telemetry]`, `[core]`) and its keys are
+//! the long option names with `_` for `-`, so the file and the flags can never
+//! drift apart: every value goes through the same parser as its flag, and
+//! flags given on the command line override the file. An error names the
+//! file, the field, the value and what is allowed.
+use clap::builder::ArgAction;
+use clap::{Arg, Command};
+use std::ffi::OsString;
+use std::path::Path;
+
+/// Why a configuration file was refused (the message says where and why).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// The section an option belongs to: its `--help` heading, lower-cased.
+pub fn section_of(arg: &Arg) -> Option<String> {
+    arg.get_help_heading().map(|h| h.to_ascii_lowercase())
+}
+
+fn configurable(cmd: &Command) -> impl Iterator<Item = &Arg> {
+    cmd.get_arguments()
+        .filter(|a| a.get_long().is_some() && a.get_id() != "config" && !a.is_hide_set() && section_of(a).is_some())
+}
+
+/// Configurable options of several subcommands (one sensor file serves both
+/// `replay` and `capture`), each with the subcommand that parses it, first seen first.
+fn union<'a>(cmds: &[&'a Command]) -> Vec<(&'a Command, &'a Arg)> {
+    let mut v: Vec<(&Command, &Arg)> = Vec::new();
+    for c in cmds {
+        for a in configurable(c) {
+            if !v.iter().any(|(_, b)| b.get_id() == a.get_id()) {
+                v.push((c, a));
+            }
+        }
+    }
+    v
+}
+
+/// What `--help` says an option takes, for error messages.
+fn allowed(arg: &Arg) -> String {
+    let pv: Vec<String> = arg.get_possible_values().iter().map(|p| p.get_name().to_string()).collect();
+    let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+    let default: Vec<String> = arg.get_default_values().iter().map(|v| v.to_string_lossy().into_owned()).collect();
+    let mut s = if !pv.is_empty() {
+        format!("one of {}", pv.join(", "))
+    } else if matches!(arg.get_action(), ArgAction::SetTrue) {
+        "true or false".to_string()
+    } else {
+        arg.get_value_names().map(|v| v.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+    };
+    if !help.is_empty() {
+        s.push_str(" (");
+        s.push_str(help.trim_end_matches('.'));
+        if !default.is_empty() {
+            s.push_str(&format!("; default {}", default.join(",")));
+        }
+        s.push(')');
+    }
+    s
+}
+
+fn render_value(v: &toml::Value) -> Option<String> {
+    Some(match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Array(a) => a.iter().map(render_value).collect::<Option<Vec<_>>>()?.join(","),
+        _ => return None,
+    })
+}
+
+/// Read `path`, check it against the options of `cmds`, and turn it into
+/// command-line arguments (`--name=value`) for `target`, one of them.
+pub fn load(cmds: &[&Command], target: &Command, path: &Path) -> Result<Vec<OsString>, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError(format!("cannot read config {file}: {e}")))?;
+    from_str(cmds, target, &file, &text)
+}
+
+/// [`load`] on text already read; `file` names it in errors.
+pub fn from_str(cmds: &[&Command], target: &Command, file: &str, text: &str) -> Result<Vec<OsString>, ConfigError> {
+    let table: toml::Table =
+        text.parse().map_err(|e: toml::de::Error| ConfigError(format!("config {file} is not valid TOML: {e}")))?;
+    let all = union(cmds);
+    let mut sections: Vec<String> = all.iter().filter_map(|(_, a)| section_of(a)).collect();
+    sections.sort();
+    sections.dedup();
+    let mut out = Vec::new();
+    for (section, body) in &table {
+        let Some(body) = body.as_table() else {
+            return Err(ConfigError(format!(
+                "config {file}: `{section}` must be a section such as [{}]; sections allowed: {}",
+                sections.first().map(String::as_str).unwrap_or("flow"),
+                sections.join(", ")
+            )));
+        };
+        if !sections.contains(section) {
+            return Err(ConfigError(format!(
+                "config {file}: unknown section [{section}]; sections allowed: {}",
+                sections.join(", ")
+            )));
+        }
+        for (key, value) in body {
+            let field = format!("{section}.{key}");
+            let found = all.iter().find(|(_, a)| a.get_id() == key.as_str());
+            let (_owner, arg) = match found {
+                Some((c, a)) if section_of(a).as_deref() == Some(section) => (*c, *a),
+                Some(a) => {
+                    return Err(ConfigError(format!(
+                        "config {file}: field `{key}` belongs in [{}], not [{section}]",
+                        section_of(a.1).unwrap_or_default()
+                    )))
+                }
+                None => {
+                    let names: Vec<String> = all
+                        .iter()
+                        .filter(|(_, a)| section_of(a).as_deref() == Some(section))
+                        .map(|(_, a)| a.get_id().to_string())
+                        .collect();
+                    return Err(ConfigError(format!(
+                        "config {file}: unknown field `{field}`; fields allowed in [{section}]: {}",
+                        names.join(", ")
+                    )));
+                }
+            };
+            let long = arg.get_long().expect("configurable args have a long name");
+            let shown = value.to_string();
+            // Options of a sibling subcommand are checked but not passed on.
+            let applies = configurable(target).any(|a| a.get_id() == arg.get_id());
+            if matches!(arg.get_action(), ArgAction::SetTrue) {
+                match value.as_bool() {
+                    Some(true) if applies => out.push(OsString::from(format!("--{long}"))),
+                    Some(true) => {}
+                    Some(false) => {}
+                    None => {
+                        return Err(ConfigError(format!(
+                            "config {file}: {field} = {shown} is invalid; allowed: {}",
+                            allowed(arg)
+                        )))
+                    }
+                }
+                continue;
+            }
+            let Some(s) = render_value(value) else {
+                return Err(ConfigError(format!(
+                    "config {file}: {field} = {shown} is invalid: not a string, number or list; allowed: {}",
+                    allowed(arg)
+                )));
+            };
+            // The flag's own parser, on a one-option command.
+            let probe = Command::new("wirefold")
+                .no_binary_name(true)
+                .arg(Arg::new("v").long("v").action(ArgAction::Set).value_parser(arg.get_value_parser().clone()));
+            if let Err(e) = probe.try_get_matches_from([format!("--v={s}")]) {
+                let why = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
+                return Err(ConfigError(format!(
+                    "config {file}: {field} = {shown} is invalid{why}; allowed: {}",
+                    allowed(arg)
+                )));
+            }
+            if applies {
+                out.push(OsString::from(format!("--{long}={s}")));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Insert the arguments from `--config FILE` (if given) into `argv`, right
+/// after the subcommand, so flags on the command line override the file.
+/// Returns `argv` unchanged when there is no `--config`.
+pub fn expand_argv(root: &Command, argv: Vec<OsString>) -> Result<Vec<OsString>, ConfigError> {
+    let Some(sub_at) = argv.iter().skip(1).position(|a| !a.to_string_lossy().starts_with('-')).map(|i| i + 1) else {
+        return Ok(argv);
+    };
+    let sub_name = argv[sub_at].to_string_lossy().into_owned();
+    let Some(sub) = root.find_subcommand(&sub_name) else { return Ok(argv) };
+    if sub.get_arguments().all(|a| a.get_id() != "config") {
+        return Ok(argv);
+    }
+    let mut path = None;
+    let mut i = sub_at + 1;
+    while i < argv.len() {
+        let a = argv[i].to_string_lossy();
+        if a == "--" {
+            break;
+        }
+        if a == "--config" {
+            path = argv.get(i + 1).cloned();
+            i += 1;
+        } else if let Some(p) = a.strip_prefix("--config=") {
+            path = Some(OsString::from(p));
+        }
+        i += 1;
+    }
+    let Some(path) = path else { return Ok(argv) };
+    let extra = load(&siblings(root, sub), sub, Path::new(&path))?;
+    let mut out = argv[..=sub_at].to_vec();
+    out.extend(extra);
+    out.extend(argv[sub_at + 1..].iter().cloned());
+    Ok(out)
+}
+
+/// The subcommands one configuration file serves together with `sub`:
+/// `replay` and `capture` share a sensor file.
+pub fn siblings<'a>(root: &'a Command, sub: &'a Command) -> Vec<&'a Command> {
+    const SENSOR: [&str; 2] = ["capture", "replay"];
+    if SENSOR.contains(&sub.get_name()) {
+        SENSOR.iter().filter_map(|n| root.find_subcommand(n)).collect()
+    } else {
+        vec![sub]
+    }
+}
+
+/// The settings a subcommand would run with from `file_args` (from
+/// [`load`]): one TOML document with every configurable option, its value
+/// from the file or its default, and a comment saying which.
+pub fn effective(cmds: &[&Command], file_args: &[OsString]) -> String {
+    let all = union(cmds);
+    let given: Vec<(String, String)> = file_args
+        .iter()
+        .filter_map(|a| {
+            let a = a.to_string_lossy();
+            let a = a.strip_prefix("--")?;
+            Some(match a.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (a.to_string(), "true".to_string()),
+            })
+        })
+        .collect();
+    let sections: Vec<String> = all.iter().filter_map(|(_, a)| section_of(a)).collect();
+    let mut seen = Vec::new();
+    let mut s = String::new();
+    for sec in sections {
+        if seen.contains(&sec) {
+            continue;
+        }
+        seen.push(sec.clone());
+        s.push_str(&format!("[{sec}]\n"));
+        for (_, a) in all.iter().filter(|(_, a)| section_of(a).as_deref() == Some(sec.as_str())) {
+            let long = a.get_long().unwrap_or_default();
+            let from_file = given.iter().find(|(k, _)| k == long).map(|(_, v)| v.clone());
+            let is_flag = matches!(a.get_action(), ArgAction::SetTrue);
+            let (value, origin) = match from_file {
+                Some(v) => (Some(v), "from the file"),
+                None if is_flag => (Some("false".to_string()), "default"),
+                None => {
+                    let d: Vec<String> =
+                        a.get_default_values().iter().map(|v| v.to_string_lossy().into_owned()).collect();
+                    ((!d.is_empty()).then(|| d.join(",")), "default")
+                }
+            };
+            let key = a.get_id().as_str();
+            match value {
+                Some(v) => {
+                    let lit = if is_flag || v.parse::<i64>().is_ok() || (v.parse::<f64>().is_ok() && v.contains('.')) {
+                        v
+                    } else {
+                        toml::Value::String(v).to_string()
+                    };
+                    s.push_str(&format!("{key} = {lit}  # {origin}\n"));
+                }
+                None => s.push_str(&format!("# {key} is not set\n")),
+            }
+        }
+        s.push('\n');
+    }
+    s
+}
