@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Build Wirefold and run its main job on the embedded default: replay a
 # bundled real capture through the whole pipeline (decode, flows, embeddings,
-# FlowBatches) into a core started in-process on loopback (gRPC, SQLite), and
-# print the top flows, the summary and where the data is. Pass capture files
-# to replay those instead.
+# FlowBatches) into a core started in-process on loopback (gRPC, SQLite),
+# print the top flows, the summary and where the data is, and serve the
+# sensor's and the core's Prometheus metrics for a minute afterwards
+# (WIREFOLD_METRICS=ADDR, WIREFOLD_LINGER=30s|never to change; Ctrl-C ends
+# it early). Pass capture files to replay those instead.
 #
 #   ./deploy/run.sh [FILE...]
 set -euo pipefail
@@ -22,6 +24,7 @@ DATA="${WIREFOLD_DATA:-$ROOT/.local/data}"
 mkdir -p "$DATA"
 log "replaying ${files[*]}"
 "$ROOT/target/release/wirefold" replay --top 10 --core embedded --data-dir "$DATA" --sensor-id demo \
-    --out "$DATA/flows.jsonl" --summary-json "$DATA/summary.json" "${files[@]}"
+    --out "$DATA/flows.jsonl" --summary-json "$DATA/summary.json" \
+    --metrics "${WIREFOLD_METRICS:-127.0.0.1:9462}" --linger "${WIREFOLD_LINGER:-60s}" "${files[@]}"
 log "flow records: $DATA/flows.jsonl ($(wc -l <"$DATA/flows.jsonl") flows, with embeddings)"
 log "core database: $DATA/core.db (tables flows and sensors); summary: $DATA/summary.json"

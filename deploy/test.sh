@@ -7,7 +7,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ensure_rust
-apt_install ca-certificates pkg-config libpcap-dev python3-venv tshark tcpdump tcpreplay iproute2 util-linux libdpdk-dev dpdk
+apt_install ca-certificates pkg-config libpcap-dev python3-venv tshark tcpdump tcpreplay iproute2 util-linux bsdutils libdpdk-dev dpdk \
+    prometheus systemd
 setup_python
 cd "$ROOT"
 

@@ -654,10 +654,11 @@ fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let counters = Arc::new(ThreadCounters::default());
-    let metrics = match start_metrics(&a.telemetry, sensor_metrics("replay", std::slice::from_ref(&counters), &writer, &core)) {
-        Ok(m) => m,
-        Err(code) => return Ok(code),
-    };
+    let metrics =
+        match start_metrics(&a.telemetry, sensor_metrics("replay", std::slice::from_ref(&counters), &writer, &core)) {
+            Ok(m) => m,
+            Err(code) => return Ok(code),
+        };
     let mut flows = writer.sink();
     let mut sink = |f: &FinishedFlow| flows.push(f);
     let started = Instant::now();
