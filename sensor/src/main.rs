@@ -69,8 +69,8 @@ enum Command {
     Core(CoreArgs),
     /// Check a configuration file and print the settings it gives.
     ///
-    /// Sections are the option groups of `--help` ([capture], [dpdk],
-    /// [flow], [export], [telemetry] for a sensor; [core], [telemetry] for a
+    /// Sections are the option groups of `--help` (capture, dpdk, flow,
+    /// export, replay and telemetry for a sensor; core and telemetry for a
     /// core) and keys are the long option names with `_` for `-`. Every value
     /// is checked by the same parser as its flag. Prints the effective
     /// settings (file values and defaults) as TOML on stdout; an invalid file
@@ -84,7 +84,7 @@ struct CheckConfigArgs {
     #[arg(value_name = "FILE")]
     file: PathBuf,
     /// Check it as a sensor or a core configuration; by default a file with
-    /// a [core] section is a core configuration.
+    /// a core section is a core configuration.
     #[arg(long, value_enum)]
     kind: Option<ConfigKind>,
 }
