@@ -109,7 +109,13 @@ impl Streamer {
         let spooled =
             scan_spool(&cfg.spool_dir).map_err(|e| format!("cannot read spool {}: {e}", cfg.spool_dir.display()))?;
         let seq_file = cfg.spool_dir.join("next_seq");
-        let persisted: u64 = std::fs::read_to_string(&seq_file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(1);
+        // A new spool numbers its batches from the clock (microseconds), so a
+        // sensor whose data directory was lost never reuses a sequence number
+        // the core has already stored (it would be taken for a resend).
+        let fresh =
+            || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_micros() as u64);
+        let persisted: u64 =
+            std::fs::read_to_string(&seq_file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or_else(fresh);
         let next_seq = persisted.max(spooled.keys().next_back().map_or(1, |s| s + 1));
         let counters = Arc::new(StreamCounters::default());
         let (tx, rx) = mpsc::channel(16);
@@ -136,7 +142,17 @@ impl Streamer {
         self.next_seq = seq + 1;
         write_atomic(&self.seq_file, self.next_seq.to_string().as_bytes())?;
         let tx = self.tx.as_ref().ok_or_else(|| std::io::Error::other("streamer closed"))?;
-        tx.blocking_send((seq, bytes)).map_err(|_| std::io::Error::other("the streamer stopped (see its error)"))
+        if tx.blocking_send((seq, bytes)).is_err() {
+            // The streamer ended early: say why.
+            let why = match self.thread.take().map(|t| t.join()) {
+                Some(Ok(Err(e))) => e,
+                Some(Ok(Ok(()))) => "it stopped without an error".to_string(),
+                Some(Err(_)) => "it panicked".to_string(),
+                None => "it was already stopped".to_string(),
+            };
+            return Err(std::io::Error::other(format!("streaming to the core stopped: {why}")));
+        }
+        Ok(())
     }
 
     /// No more batches: deliver the spool (up to the drain timeout) and stop.
@@ -285,6 +301,17 @@ async fn run(
             let can_send = next.is_some() && inflight < cfg.window;
             tokio::select! {
                 m = input.recv(), if input_open => match m {
+                    Some((seq, bytes)) if seq <= resume => {
+                        // Only when two sensors share an id, or the clock went
+                        // back across a lost data directory: the core would
+                        // take this batch for a resend. Say so; do not wait on it.
+                        c.rejected.fetch_add(1, Relaxed);
+                        eprintln!(
+                            "wirefold: batch {seq} reuses a sequence number the core already stored for sensor '{}' (it has up to {resume}); its {} bytes are NOT delivered: is another sensor running with the same --sensor-id?",
+                            cfg.sensor_id,
+                            bytes.len()
+                        );
+                    }
                     Some((seq, bytes)) => {
                         spool(seq, &bytes, &mut spooled, &mut spool_bytes)?;
                         publish(&spooled, spool_bytes);

@@ -219,3 +219,26 @@ fn an_outage_is_spooled_and_resent() {
     let summary = assert_exactly_once(&dir);
     assert!(summary["stream"]["reconnects"].as_u64().unwrap() >= 1);
 }
+
+#[test]
+fn a_sensor_that_lost_its_data_directory_reuses_no_sequence_number() {
+    // The core remembers the last batch of each sensor; a sensor whose spool
+    // and sequence file are gone must not number from the start again, or its
+    // new batches would be taken for resends and silently dropped.
+    let dir = scratch("lost-data-dir");
+    let port = free_port();
+    let core = Core::start(&dir, port, 0);
+    let mut per_run = Vec::new();
+    for _ in 0..2 {
+        let _ = std::fs::remove_dir_all(dir.join("sensor"));
+        let st = wait(sensor(&dir, port), Duration::from_secs(60));
+        assert!(st.success());
+        let s: Value = serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+        assert_eq!(s["stream"]["acked"], s["batches"], "{s}");
+        assert_eq!(s["stream"]["rejected"], 0, "{s}");
+        per_run.push(s["flows_total"].as_u64().unwrap());
+    }
+    core.stop();
+    let stored: u32 = db_rows(&dir).values().sum();
+    assert_eq!(stored as u64, per_run[0] + per_run[1], "both runs stored in full");
+}

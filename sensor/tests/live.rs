@@ -45,6 +45,7 @@ impl Netns {
         // No IPv6 on the test links: otherwise the kernel sends its own
         // router solicitations and MLD reports into the capture.
         run(ns.cmd("sysctl").args(["-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]));
+        run(ns.cmd("ip").args(["link", "set", "lo", "up"]));
         run(ns.cmd("ip").args(["link", "add", "wfa", "type", "veth", "peer", "name", "wfb"]));
         for l in ["wfa", "wfb"] {
             run(ns.cmd("ip").args(["link", "set", l, "mtu", "9000"]));
@@ -73,6 +74,9 @@ struct Sensor {
     child: Child,
     out: PathBuf,
     summary: PathBuf,
+    /// The `/metrics` port (in the namespace's loopback), when asked for with `--metrics`.
+    metrics_port: Option<u16>,
+    ns: String,
 }
 
 impl Sensor {
@@ -101,11 +105,15 @@ impl Sensor {
         // Wait until the sockets are bound (the sensor says so).
         let mut err = BufReader::new(child.stderr.take().unwrap());
         let mut line = String::new();
+        let mut metrics_port = None;
         let t = Instant::now();
         loop {
             line.clear();
             if err.read_line(&mut line).unwrap() == 0 || t.elapsed() > Duration::from_secs(10) {
                 panic!("wirefold capture did not start: {line}");
+            }
+            if let Some(rest) = line.split("metrics on http://127.0.0.1:").nth(1) {
+                metrics_port = rest.split('/').next().and_then(|p| p.parse().ok());
             }
             if line.contains("capturing on wfb") {
                 break;
@@ -116,11 +124,45 @@ impl Sensor {
             while err.read_line(&mut rest).unwrap_or(0) > 0 {}
             eprint!("{rest}");
         });
-        Sensor { child, out, summary }
+        Sensor { child, out, summary, metrics_port, ns: ns.name.clone() }
     }
 
-    fn stop(mut self) -> (Vec<Value>, Value) {
+    /// GET /metrics inside the namespace (bash's /dev/tcp; no curl needed).
+    fn scrape(&self) -> String {
+        let port = self.metrics_port.expect("started with --metrics");
+        let script =
+            format!("exec 3<>/dev/tcp/127.0.0.1/{port}; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3");
+        let out = Command::new("ip").args(["netns", "exec", &self.ns, "bash", "-c", &script]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(text.lines().next().is_some_and(|l| l.contains(" 200 ")), "scrape failed: {text}");
+        text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+    }
+
+    /// With `--metrics ... --linger never`: stop capturing, scrape the final
+    /// counters, then stop serving.
+    fn stop_and_scrape(mut self) -> (Vec<Value>, Value, String) {
         std::thread::sleep(Duration::from_millis(500));
+        run(Command::new("kill").args(["-INT", &self.child.id().to_string()]));
+        let t = Instant::now();
+        while !self.summary.exists() {
+            assert!(t.elapsed() < Duration::from_secs(20), "no summary after SIGINT");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(self.child.try_wait().unwrap().is_none(), "--linger keeps /metrics up after the summary");
+        let text = self.scrape();
+        let out = self.out.clone();
+        let (flows, s) = self.stop_inner(out);
+        (flows, s, text)
+    }
+
+    fn stop(self) -> (Vec<Value>, Value) {
+        std::thread::sleep(Duration::from_millis(500));
+        let out = self.out.clone();
+        self.stop_inner(out)
+    }
+
+    fn stop_inner(mut self, out: PathBuf) -> (Vec<Value>, Value) {
         run(Command::new("kill").args(["-INT", &self.child.id().to_string()]));
         let t = Instant::now();
         let status = loop {
@@ -131,7 +173,7 @@ impl Sensor {
             std::thread::sleep(Duration::from_millis(50));
         };
         assert!(status.success(), "sensor exit status {status}");
-        let flows = json_lines(&std::fs::read(&self.out).unwrap());
+        let flows = json_lines(&std::fs::read(&out).unwrap());
         let summary = serde_json::from_slice(&std::fs::read(&self.summary).unwrap()).unwrap();
         (flows, summary)
     }
@@ -184,7 +226,7 @@ fn assert_no_split(flows: &[Value]) {
     assert!(split.is_empty(), "flows reported by more than one thread: {split:?}");
 }
 
-fn live_equals_offline(tag: &str, args: &[&str]) {
+fn live_equals_offline(tag: &str, args: &[&str], metrics: bool) {
     if !live_enabled() {
         return;
     }
@@ -203,9 +245,19 @@ fn live_equals_offline(tag: &str, args: &[&str]) {
     .collect();
     let ns = Netns::new(tag, true);
     let dir = scratch(&format!("live-{tag}"));
-    let sensor = Sensor::start(&ns, &dir, args);
+    let mut all: Vec<&str> = args.to_vec();
+    if metrics {
+        all.extend(["--metrics", "127.0.0.1:0", "--linger", "never"]);
+    }
+    let sensor = Sensor::start(&ns, &dir, &all);
     let sent = tcpreplay(&ns, &files, 4000);
-    let (flows, summary) = sensor.stop();
+    let (flows, summary) = if metrics {
+        let (flows, summary, text) = sensor.stop_and_scrape();
+        counters_agree(&text, &summary);
+        (flows, summary)
+    } else {
+        sensor.stop()
+    };
     let live = &summary["live"];
     assert_eq!(live["kernel_drops"], 0, "{summary}");
     assert_eq!(live["ring_drops"], 0, "{summary}");
@@ -225,14 +277,41 @@ fn live_equals_offline(tag: &str, args: &[&str]) {
     );
 }
 
+/// The final `/metrics` of a capture agrees with the summary it printed.
+fn counters_agree(text: &str, s: &Value) {
+    let m = parse_metrics(text);
+    let live = &s["live"];
+    let n = |v: &Value| v.as_f64().unwrap();
+    assert_eq!(metric_sum(&m, "wirefold_packets_total", &[("interface", "wfb")]), n(&s["packets"]));
+    assert_eq!(metric_sum(&m, "wirefold_bytes_total", &[]), n(&s["bytes"]));
+    assert_eq!(metric_sum(&m, "wirefold_kernel_packets_total", &[]), n(&live["kernel_packets"]));
+    assert_eq!(metric_sum(&m, "wirefold_kernel_drops_total", &[]), n(&live["kernel_drops"]));
+    assert_eq!(metric_sum(&m, "wirefold_kernel_freezes_total", &[]), n(&live["kernel_freezes"]));
+    assert_eq!(metric_sum(&m, "wirefold_ring_drops_total", &[]), n(&live["ring_drops"]));
+    let threads = n(&live["threads"]) as usize;
+    for t in 0..threads {
+        let t = t.to_string();
+        assert!(metric_sum(&m, "wirefold_packets_total", &[("thread", &t)]) > 0.0, "thread {t} saw packets: {text}");
+    }
+    for (reason, v) in s["flows"].as_object().unwrap() {
+        assert_eq!(metric_sum(&m, "wirefold_flows_ended_total", &[("reason", reason)]), n(v), "{reason}");
+    }
+    assert!(n(&s["flows"]["shutdown"]) > 0.0);
+    assert_eq!(metric_sum(&m, "wirefold_malformed_packets_total", &[]), n(&s["malformed_total"]));
+    assert_eq!(metric_sum(&m, "wirefold_active_flows", &[]), 0.0);
+    // Live packet times are wall-clock times: every exported flow's packet-to-export latency is recorded.
+    assert_eq!(metric_sum(&m, "wirefold_flow_export_latency_seconds_count", &[]), n(&s["flows_total"]));
+    assert!(metric_sum(&m, "wirefold_flow_export_latency_seconds_sum", &[]) > 0.0);
+}
+
 #[test]
 fn live_equals_offline_pipeline_two_threads() {
-    live_equals_offline("pipe", &["--threads", "2", "--mode", "pipeline"]);
+    live_equals_offline("pipe", &["--threads", "2", "--mode", "pipeline"], true);
 }
 
 #[test]
 fn live_equals_offline_run_to_completion() {
-    live_equals_offline("rtc", &["--threads", "1", "--mode", "run-to-completion", "--cpus", "0"]);
+    live_equals_offline("rtc", &["--threads", "1", "--mode", "run-to-completion", "--cpus", "0"], true);
 }
 
 #[test]

@@ -5,7 +5,7 @@
 mod common;
 use common::*;
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -92,41 +92,6 @@ fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
-/// Samples: (name, labels) → value.
-type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
-
-fn parse(text: &str) -> Samples {
-    let mut m = Samples::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
-        let (series, value) = line.rsplit_once(' ').expect("sample line");
-        let (name, labels) = match series.split_once('{') {
-            Some((n, rest)) => {
-                let body = rest.strip_suffix('}').expect("closing brace");
-                let labels = body
-                    .split("\",")
-                    .filter(|p| !p.is_empty())
-                    .map(|p| {
-                        let (k, v) = p.split_once("=\"").expect("label");
-                        (k.to_string(), v.trim_end_matches('"').to_string())
-                    })
-                    .collect();
-                (n.to_string(), labels)
-            }
-            None => (series.to_string(), BTreeMap::new()),
-        };
-        m.insert((name, labels), value.parse().expect("value"));
-    }
-    m
-}
-
-/// Sum of a metric over the samples whose labels include `with`.
-fn sum(s: &Samples, name: &str, with: &[(&str, &str)]) -> f64 {
-    s.iter()
-        .filter(|((n, l), _)| n == name && with.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
-        .map(|(_, v)| *v)
-        .sum()
-}
-
 fn promtool_check(text: &str) {
     let mut p = Command::new("promtool")
         .args(["check", "metrics"])
@@ -209,49 +174,64 @@ fn mixed_files() -> Vec<PathBuf> {
 fn sensor_counters_agree_with_the_summary_and_pass_promtool() {
     let (text, s, _) = replay_scrape("agree", &mixed_files());
     promtool_check(&text);
-    let m = parse(&text);
+    let m = parse_metrics(&text);
     let n = |k: &str| s[k].as_f64().unwrap();
     assert!(n("packets") > 700.0);
-    assert_eq!(sum(&m, "wirefold_packets_total", &[("interface", "replay")]), n("packets"));
-    assert_eq!(sum(&m, "wirefold_bytes_total", &[]), n("bytes"));
-    assert_eq!(sum(&m, "wirefold_flow_packets_total", &[]), n("flow_packets"));
+    assert_eq!(metric_sum(&m, "wirefold_packets_total", &[("interface", "replay")]), n("packets"));
+    assert_eq!(metric_sum(&m, "wirefold_bytes_total", &[]), n("bytes"));
+    assert_eq!(metric_sum(&m, "wirefold_flow_packets_total", &[]), n("flow_packets"));
     // Flows by end reason, every reason present (zero or not).
     let flows = s["flows"].as_object().unwrap();
     assert_eq!(flows.len(), 7);
     for (reason, v) in flows {
-        assert_eq!(sum(&m, "wirefold_flows_ended_total", &[("reason", reason)]), v.as_f64().unwrap(), "{reason}");
+        assert_eq!(
+            metric_sum(&m, "wirefold_flows_ended_total", &[("reason", reason)]),
+            v.as_f64().unwrap(),
+            "{reason}"
+        );
     }
-    assert_eq!(sum(&m, "wirefold_flows_ended_total", &[]), n("flows_total"));
+    assert_eq!(metric_sum(&m, "wirefold_flows_ended_total", &[]), n("flows_total"));
     // Malformed and skipped packets by reason: this input has both.
     assert!(n("malformed_total") > 0.0, "{s}");
     let malformed = s["malformed"].as_object().unwrap();
     for (reason, v) in malformed {
-        assert_eq!(sum(&m, "wirefold_malformed_packets_total", &[("reason", reason)]), v.as_f64().unwrap(), "{reason}");
+        assert_eq!(
+            metric_sum(&m, "wirefold_malformed_packets_total", &[("reason", reason)]),
+            v.as_f64().unwrap(),
+            "{reason}"
+        );
     }
-    assert_eq!(sum(&m, "wirefold_malformed_packets_total", &[]), n("malformed_total"));
+    assert_eq!(metric_sum(&m, "wirefold_malformed_packets_total", &[]), n("malformed_total"));
     let skipped = s["skipped"].as_object().unwrap();
     assert!(!skipped.is_empty(), "{s}");
     for (reason, v) in skipped {
-        assert_eq!(sum(&m, "wirefold_skipped_packets_total", &[("reason", reason)]), v.as_f64().unwrap(), "{reason}");
+        assert_eq!(
+            metric_sum(&m, "wirefold_skipped_packets_total", &[("reason", reason)]),
+            v.as_f64().unwrap(),
+            "{reason}"
+        );
     }
-    assert_eq!(sum(&m, "wirefold_fragments_unmatched_total", &[]), n("fragments_unmatched"));
-    assert_eq!(sum(&m, "wirefold_active_flows", &[]), 0.0, "the table was flushed");
+    assert_eq!(metric_sum(&m, "wirefold_fragments_unmatched_total", &[]), n("fragments_unmatched"));
+    assert_eq!(metric_sum(&m, "wirefold_active_flows", &[]), 0.0, "the table was flushed");
     // Export, stream and the embedded core.
-    assert_eq!(sum(&m, "wirefold_export_flows_total", &[]), n("flows_total"));
-    assert_eq!(sum(&m, "wirefold_embedded_flows_total", &[]), n("embedded"));
-    assert_eq!(sum(&m, "wirefold_export_batches_total", &[]), n("batches"));
-    assert_eq!(sum(&m, "wirefold_export_batch_bytes_total", &[]), n("batch_bytes"));
-    assert!(sum(&m, "wirefold_embed_batches_total", &[]) >= 1.0);
-    assert_eq!(sum(&m, "wirefold_embed_batch_seconds_count", &[]), sum(&m, "wirefold_embed_batches_total", &[]));
-    assert_eq!(sum(&m, "wirefold_stream_batches_acked_total", &[]), s["stream"]["acked"].as_f64().unwrap());
-    assert_eq!(sum(&m, "wirefold_stream_batch_rtt_seconds_count", &[]), s["stream"]["acked"].as_f64().unwrap());
-    assert_eq!(sum(&m, "wirefold_stream_unacked_batches", &[]), 0.0);
-    assert_eq!(sum(&m, "wirefold_spool_batches", &[]), 0.0);
-    assert_eq!(sum(&m, "wirefold_core_flows_total", &[("sensor", "wirefold")]), n("flows_total"));
-    assert_eq!(sum(&m, "wirefold_core_batches_total", &[("result", "committed")]), n("batches"));
-    assert_eq!(sum(&m, "wirefold_core_store_seconds_count", &[]), n("batches"));
+    assert_eq!(metric_sum(&m, "wirefold_export_flows_total", &[]), n("flows_total"));
+    assert_eq!(metric_sum(&m, "wirefold_embedded_flows_total", &[]), n("embedded"));
+    assert_eq!(metric_sum(&m, "wirefold_export_batches_total", &[]), n("batches"));
+    assert_eq!(metric_sum(&m, "wirefold_export_batch_bytes_total", &[]), n("batch_bytes"));
+    assert!(metric_sum(&m, "wirefold_embed_batches_total", &[]) >= 1.0);
+    assert_eq!(
+        metric_sum(&m, "wirefold_embed_batch_seconds_count", &[]),
+        metric_sum(&m, "wirefold_embed_batches_total", &[])
+    );
+    assert_eq!(metric_sum(&m, "wirefold_stream_batches_acked_total", &[]), s["stream"]["acked"].as_f64().unwrap());
+    assert_eq!(metric_sum(&m, "wirefold_stream_batch_rtt_seconds_count", &[]), s["stream"]["acked"].as_f64().unwrap());
+    assert_eq!(metric_sum(&m, "wirefold_stream_unacked_batches", &[]), 0.0);
+    assert_eq!(metric_sum(&m, "wirefold_spool_batches", &[]), 0.0);
+    assert_eq!(metric_sum(&m, "wirefold_core_flows_total", &[("sensor", "wirefold")]), n("flows_total"));
+    assert_eq!(metric_sum(&m, "wirefold_core_batches_total", &[("result", "committed")]), n("batches"));
+    assert_eq!(metric_sum(&m, "wirefold_core_store_seconds_count", &[]), n("batches"));
     // Replay packet times are historical: no packet-to-export latency is recorded.
-    assert_eq!(sum(&m, "wirefold_flow_export_latency_seconds_count", &[]), 0.0);
+    assert_eq!(metric_sum(&m, "wirefold_flow_export_latency_seconds_count", &[]), 0.0);
 }
 
 #[test]
@@ -303,14 +283,14 @@ fn core_metrics_count_batches_by_sensor_and_result() {
     let (status, text) = http_get(metrics, "/metrics");
     assert_eq!(status, 200);
     promtool_check(&text);
-    let m = parse(&text);
-    assert_eq!(sum(&m, "wirefold_core_batches_total", &[("sensor", "s1"), ("result", "committed")]), batches);
-    assert_eq!(sum(&m, "wirefold_core_batches_total", &[("sensor", "s1"), ("result", "rejected")]), 0.0);
-    assert_eq!(sum(&m, "wirefold_core_flows_total", &[("sensor", "s1")]), s["flows_total"].as_f64().unwrap());
-    assert!(sum(&m, "wirefold_core_unauthenticated_total", &[]) >= 1.0);
-    assert_eq!(sum(&m, "wirefold_core_store_seconds_count", &[]), batches);
-    assert_eq!(sum(&m, "wirefold_core_queue_capacity", &[]), 64.0);
-    assert_eq!(sum(&m, "wirefold_core_queue_depth", &[]), 0.0);
+    let m = parse_metrics(&text);
+    assert_eq!(metric_sum(&m, "wirefold_core_batches_total", &[("sensor", "s1"), ("result", "committed")]), batches);
+    assert_eq!(metric_sum(&m, "wirefold_core_batches_total", &[("sensor", "s1"), ("result", "rejected")]), 0.0);
+    assert_eq!(metric_sum(&m, "wirefold_core_flows_total", &[("sensor", "s1")]), s["flows_total"].as_f64().unwrap());
+    assert!(metric_sum(&m, "wirefold_core_unauthenticated_total", &[]) >= 1.0);
+    assert_eq!(metric_sum(&m, "wirefold_core_store_seconds_count", &[]), batches);
+    assert_eq!(metric_sum(&m, "wirefold_core_queue_capacity", &[]), 64.0);
+    assert_eq!(metric_sum(&m, "wirefold_core_queue_depth", &[]), 0.0);
     assert_eq!(http_get(metrics, "/nothing").0, 404);
     let (st, stderr) = core.term_and_wait();
     assert!(st.success(), "{stderr}");

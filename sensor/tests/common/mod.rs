@@ -110,3 +110,38 @@ pub fn by_key(flows: &[serde_json::Value]) -> std::collections::BTreeMap<Key, [u
     }
     m
 }
+
+/// Samples: (name, labels) → value.
+pub type Samples = std::collections::BTreeMap<(String, std::collections::BTreeMap<String, String>), f64>;
+
+pub fn parse_metrics(text: &str) -> Samples {
+    let mut m = std::collections::BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let (series, value) = line.rsplit_once(' ').expect("sample line");
+        let (name, labels) = match series.split_once('{') {
+            Some((n, rest)) => {
+                let body = rest.strip_suffix('}').expect("closing brace");
+                let labels = body
+                    .split("\",")
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        let (k, v) = p.split_once("=\"").expect("label");
+                        (k.to_string(), v.trim_end_matches('"').to_string())
+                    })
+                    .collect();
+                (n.to_string(), labels)
+            }
+            None => (series.to_string(), std::collections::BTreeMap::new()),
+        };
+        m.insert((name, labels), value.parse().expect("value"));
+    }
+    m
+}
+
+/// Sum of a metric over the samples whose labels include `with`.
+pub fn metric_sum(s: &Samples, name: &str, with: &[(&str, &str)]) -> f64 {
+    s.iter()
+        .filter(|((n, l), _)| n == name && with.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+        .map(|(_, v)| *v)
+        .sum()
+}
