@@ -435,6 +435,7 @@ pub fn run_source_to_completion(
     c: &ThreadCounters,
     stop: &AtomicBool,
     idle_exit: Option<Duration>,
+    on_tick: &mut dyn FnMut(),
 ) -> (DecodeStats, FlowStats) {
     let mut dec = Decoder::new();
     let mut meta = PacketMeta::default();
@@ -467,6 +468,7 @@ pub fn run_source_to_completion(
             if busy % 1024 == 0 {
                 c.publish_flows(&table.stats, table.len());
                 c.publish_decode(&dec.stats);
+                on_tick();
                 if stop.load(Relaxed) {
                     break;
                 }
@@ -492,6 +494,7 @@ pub fn run_source_to_completion(
             }
             c.publish_flows(&table.stats, table.len());
             c.publish_decode(&dec.stats);
+            on_tick();
         }
         let idle_for = now.saturating_sub(last_packet);
         if stop.load(Relaxed) || idle_exit.is_some_and(|d| packets > 0 && idle_for >= d.as_nanos() as u64) {
@@ -536,6 +539,7 @@ pub fn run_dpdk(
     stop: Arc<AtomicBool>,
     mut sink_for: impl FnMut() -> FlowSink,
     counters: &[Arc<ThreadCounters>],
+    port_counters: &Arc<crate::metrics::DpdkPortCounters>,
 ) -> Result<LiveResult, CaptureError> {
     use crate::capture::dpdk::DpdkSource;
     let setup = |e: dpdk_shim::DpdkError| CaptureError::Setup(format!("DPDK: {e}"));
@@ -561,14 +565,22 @@ pub fn run_dpdk(
             (sink_for(), counters[q as usize].clone(), stop.clone(), tx.clone(), cfg.flow, cfg.idle_exit);
         launched.push(
             eal.launch(workers[q as usize - 1], move || {
-                let r = run_source_to_completion(&mut src, flow, sink, &c, &stop, idle);
+                let r = run_source_to_completion(&mut src, flow, sink, &c, &stop, idle, &mut || {});
                 let _ = tx.send(r);
             })
             .map_err(setup)?,
         );
     }
     let mut src0 = DpdkSource::new(port.rx_queue(0));
-    let r0 = run_source_to_completion(&mut src0, cfg.flow, sink_for(), &counters[0], &stop, cfg.idle_exit);
+    port_counters.port.store(cfg.port as u64, Relaxed);
+    let publish_port = || {
+        if let Ok(st) = port.stats() {
+            port_counters.publish(st.ipackets, st.imissed, st.ierrors, st.rx_nombuf);
+        }
+    };
+    // The main lcore also reads the port's counters for /metrics (every 1024 bursts or idle tick).
+    let mut tick = publish_port;
+    let r0 = run_source_to_completion(&mut src0, cfg.flow, sink_for(), &counters[0], &stop, cfg.idle_exit, &mut tick);
     // Queue 0 finished (stop or idle): make sure the others stop too.
     stop.store(true, Relaxed);
     for l in launched {
@@ -581,6 +593,7 @@ pub fn run_dpdk(
         merge_flow_stats(&mut res.flows, &f);
     }
     let st = port.stats().map_err(setup)?;
+    port_counters.publish(st.ipackets, st.imissed, st.ierrors, st.rx_nombuf);
     res.live.interface = format!("dpdk port {}", cfg.port);
     res.live.threads = cfg.queues as usize;
     res.live.dpdk = Some(DpdkCounters {

@@ -606,6 +606,7 @@ fn sensor_metrics(
         export: writer.counters.clone(),
         stream: writer.stream_counters.clone(),
         core: core.as_ref().map(|c| c.counters.clone()),
+        dpdk: None,
     }
 }
 
@@ -823,7 +824,10 @@ fn capture_dpdk(a: CaptureArgs) -> anyhow::Result<ExitCode> {
     };
     let counters: Vec<Arc<ThreadCounters>> = (0..a.queues).map(|_| Arc::new(ThreadCounters::default())).collect();
     let label = format!("dpdk:{}", a.port);
-    let metrics = match start_metrics(&a.telemetry, sensor_metrics(&label, &counters, &writer, &core)) {
+    let port_counters = Arc::new(wirefold_sensor::metrics::DpdkPortCounters::default());
+    let mut sm = sensor_metrics(&label, &counters, &writer, &core);
+    sm.dpdk = Some(port_counters.clone());
+    let metrics = match start_metrics(&a.telemetry, sm) {
         Ok(m) => m,
         Err(code) => return Ok(code),
     };
@@ -833,7 +837,7 @@ fn capture_dpdk(a: CaptureArgs) -> anyhow::Result<ExitCode> {
     let runner = std::thread::Builder::new()
         .name("wf-dpdk".into())
         .spawn(move || {
-            let r = run_dpdk(cfg, stop, || writer.sink(), &c2);
+            let r = run_dpdk(cfg, stop, || writer.sink(), &c2, &port_counters);
             (r, writer)
         })
         .context("starting capture")?;

@@ -71,6 +71,52 @@ impl ThreadCounters {
     }
 }
 
+/// DPDK port counters (`rte_eth_stats`), published by the main lcore.
+#[derive(Debug, Default)]
+pub struct DpdkPortCounters {
+    /// The port id.
+    pub port: AtomicU64,
+    /// Packets received by the port.
+    pub ipackets: AtomicU64,
+    /// Packets missed because rx queues were full.
+    pub imissed: AtomicU64,
+    /// Receive errors.
+    pub ierrors: AtomicU64,
+    /// Receive failures for lack of mbufs.
+    pub rx_nombuf: AtomicU64,
+}
+
+impl DpdkPortCounters {
+    /// Publish one reading of the port's counters.
+    pub fn publish(&self, ipackets: u64, imissed: u64, ierrors: u64, rx_nombuf: u64) {
+        self.ipackets.store(ipackets, Relaxed);
+        self.imissed.store(imissed, Relaxed);
+        self.ierrors.store(ierrors, Relaxed);
+        self.rx_nombuf.store(rx_nombuf, Relaxed);
+    }
+
+    fn exposition(&self, e: &mut Exposition) {
+        let port = self.port.load(Relaxed).to_string();
+        let l = [("port", port.as_str())];
+        for (name, help, v) in [
+            ("wirefold_dpdk_ipackets_total", "DPDK: packets received by the port.", &self.ipackets),
+            (
+                "wirefold_dpdk_imissed_total",
+                "DPDK: packets the NIC dropped because an rx queue was full (more queues and lcores).",
+                &self.imissed,
+            ),
+            ("wirefold_dpdk_ierrors_total", "DPDK: receive errors.", &self.ierrors),
+            (
+                "wirefold_dpdk_rx_nombuf_total",
+                "DPDK: receive failures because the mbuf pool ran dry (raise --mbufs).",
+                &self.rx_nombuf,
+            ),
+        ] {
+            e.counter(name, help, &l, v.load(Relaxed) as f64);
+        }
+    }
+}
+
 /// A per-thread family: name, help, the counter, and whether it is a counter (else a gauge).
 type PerThread = (&'static str, &'static str, fn(&ThreadCounters) -> &AtomicU64, bool);
 
@@ -87,6 +133,8 @@ pub struct SensorMetrics {
     pub stream: Option<Arc<StreamCounters>>,
     /// An embedded core's counters, when one runs in this process.
     pub core: Option<Arc<wirefold_core::CoreCounters>>,
+    /// DPDK port counters (DPDK capture only).
+    pub dpdk: Option<Arc<DpdkPortCounters>>,
 }
 
 impl SensorMetrics {
@@ -190,6 +238,9 @@ impl SensorMetrics {
             &[("interface", iface)],
             sum(|c| &c.eviction_passes) as f64,
         );
+        if let Some(d) = &self.dpdk {
+            d.exposition(&mut e);
+        }
         self.export.exposition(&mut e);
         if let Some(s) = &self.stream {
             stream_exposition(s, &mut e);

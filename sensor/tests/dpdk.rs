@@ -145,3 +145,52 @@ fn dpdk_errors_are_clear_and_exit_2() {
     );
     check(&format!("{EAL} --vdev net_pcap0,rx_pcap={}", f.display()), &["--queues", "2"], "2 rx queues need 2 lcores");
 }
+
+#[test]
+fn dpdk_port_counters_reach_metrics() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let f = pcap("zeek__workshop_2011_browse.pcap");
+    let dir = scratch("dpdk-metrics");
+    let sum = dir.join("summary.json");
+    let eal = format!("{EAL} --vdev net_pcap0,rx_pcap={}", f.display());
+    let mut child = Command::new(bin())
+        .env("ORT_DYLIB_PATH", ort_lib().expect("ONNX Runtime"))
+        .args(["capture", "--dpdk", "--eal", &eal, "--no-embed", "--no-output", "--idle-exit", "1s"])
+        .args(["--summary-json", sum.to_str().unwrap(), "--metrics", "127.0.0.1:0", "--linger", "never"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "no metrics line");
+        if let Some(rest) = line.split("metrics on http://").nth(1) {
+            break rest.split('/').next().unwrap().to_string();
+        }
+    };
+    let t = std::time::Instant::now();
+    while !sum.exists() {
+        assert!(t.elapsed() < std::time::Duration::from_secs(60), "no summary");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    assert!(child.wait().unwrap().success());
+    let summary: Value = serde_json::from_slice(&std::fs::read(&sum).unwrap()).unwrap();
+    let m = parse_metrics(text.split_once("\r\n\r\n").unwrap().1);
+    let d = &summary["live"]["dpdk"];
+    assert!(d["ipackets"].as_f64().unwrap() > 100.0, "{summary}");
+    assert_eq!(metric_sum(&m, "wirefold_dpdk_ipackets_total", &[("port", "0")]), d["ipackets"].as_f64().unwrap());
+    assert_eq!(metric_sum(&m, "wirefold_dpdk_imissed_total", &[]), d["imissed"].as_f64().unwrap());
+    assert_eq!(metric_sum(&m, "wirefold_dpdk_rx_nombuf_total", &[]), d["rx_nombuf"].as_f64().unwrap());
+    assert_eq!(
+        metric_sum(&m, "wirefold_packets_total", &[("interface", "dpdk:0")]),
+        summary["packets"].as_f64().unwrap()
+    );
+    assert_eq!(metric_sum(&m, "wirefold_flows_ended_total", &[]), summary["flows_total"].as_f64().unwrap());
+}

@@ -488,3 +488,42 @@ fn replay_draws_a_progress_bar_only_on_a_terminal() {
     assert!(!err.contains("KiB/"), "a progress bar in a pipe:\n{err}");
     assert!(err.contains("packets      431"), "{err}");
 }
+
+#[test]
+fn replay_stops_on_sigint_and_flushes_its_flows() {
+    let dir = scratch("replay-sigint");
+    let out = dir.join("flows.jsonl");
+    let summary = dir.join("s.json");
+    // 70 s of packet time in real time: stopped after about a second.
+    let capture = pcap("zeek__ssh__sshguess.pcap");
+    let mut p = Proc::spawn(&[
+        "replay",
+        capture.to_str().unwrap(),
+        "--speed",
+        "1",
+        "--no-embed",
+        "--out",
+        out.to_str().unwrap(),
+        "--summary-json",
+        summary.to_str().unwrap(),
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let _ = p.addr_after("metrics on http://");
+    std::thread::sleep(Duration::from_millis(1500));
+    let t = Instant::now();
+    let (st, err) = p.term_and_wait();
+    assert!(t.elapsed() < Duration::from_secs(5), "stopping took {:?}", t.elapsed());
+    assert!(st.success(), "{err}");
+    assert!(err.contains("stopped by signal; flushing flows"), "{err}");
+    let s: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    let packets = s["packets"].as_u64().unwrap();
+    assert!(packets > 0 && packets < 431, "stopped part way: {s}");
+    assert!(s["flows"]["shutdown"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(s["flows"]["eof"], 0, "{s}");
+    let flows = json_lines(&std::fs::read(&out).unwrap());
+    assert_eq!(flows.len() as u64, s["flows_total"].as_u64().unwrap());
+    let in_flows: u64 =
+        flows.iter().map(|f| f["fwd_packets"].as_u64().unwrap() + f["rev_packets"].as_u64().unwrap()).sum();
+    assert_eq!(in_flows, s["flow_packets"].as_u64().unwrap(), "every packet read is in a flushed flow");
+}
