@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # DPDK rx + parse + flow tracking on one lcore, from net_pcap with
 # infinite_rx=1 on a capture built from the corpus, next to offline replay of
-# the same capture in the same run. Reports the median of the per-second
-# status lines (after a warm-up), and ends with `dpdk: X Mpps, offline: Z Mpps`.
+# the same capture in the same run, and the bare DPDK read loop (rx and free
+# only, dpdk-shim's `rxonly` example) as the ceiling the PMD sets. Reports the
+# median of the per-second status lines (after a warm-up), and ends with
+# `dpdk: X Mpps, offline: Z Mpps`.
 #
 #   bench/dpdk.sh [SECONDS]     (default 12)
 set -euo pipefail
@@ -14,7 +16,8 @@ mkdir -p "$WORK"
 CAP="$WORK/dpdk-60k-2k.pcap"
 # net_pcap cannot loop (infinite_rx) frames that need chained mbufs: keep frames within one 2 KiB buffer.
 bench_capture "$CAP" "$(corpus_dir)" 60000 2000
-(cd "$ROOT" && cargo build --release --locked -q -p wirefold-sensor --features dpdk --bin wirefold)
+(cd "$ROOT" && cargo build --release --locked -q -p wirefold-sensor --features dpdk --bin wirefold &&
+    cargo build --release --locked -q -p dpdk-shim --example rxonly)
 WF="$ROOT/target/release/wirefold"
 PKTS=$(python3 -c "import sys;d=open('$CAP','rb').read();o=24;n=0
 while o+16<=len(d):
@@ -32,6 +35,10 @@ wait $pid || true
 DPDK=$(grep -E '^wirefold: [0-9]+ pkt/s' "$WORK/dpdk.err" | awk '{print $2}' | tail -n +4 | median)
 python3 -c "import json;d=json.load(open('$WORK/dpdk.sum'))['live']['dpdk'];print('dpdk port stats:', {k:d[k] for k in ('ipackets','imissed','ierrors','rx_nombuf')})"
 
+EAL="--no-huge -m 2048 --no-shconf --no-pci -l 0 --vdev net_pcap0,rx_pcap=$CAP,infinite_rx=1"
+# shellcheck disable=SC2086
+RX=$("$ROOT/target/release/examples/rxonly" "$((SECS - 2))" $((PKTS * 2 + 4096)) $EAL 2>/dev/null | awk '/^rxonly:/{print $2}')
+
 OFF=()
 for _ in 1 2 3 4 5; do
     "$WF" replay --no-embed --out /dev/null --summary-json "$WORK/off.sum" "$CAP" "$CAP" "$CAP" "$CAP" "$CAP" 2>/dev/null
@@ -39,5 +46,6 @@ for _ in 1 2 3 4 5; do
 done
 OFFM=$(printf '%s\n' "${OFF[@]}" | median)
 echo "capture: $PKTS packets looped by net_pcap (infinite_rx), one lcore; offline: the same file x5, in-process time, median of 5"
+printf 'rx only (bare read loop, rx + free): %.2f Mpps; dpdk / rx-only: %.2f\n' "$(echo "$RX / 1000000" | bc -l)" "$(echo "$DPDK / $RX" | bc -l)"
 printf 'dpdk / offline: %.2f\n' "$(echo "$DPDK / $OFFM" | bc -l)"
 printf 'dpdk: %.2f Mpps, offline: %.2f Mpps\n' "$(echo "$DPDK / 1000000" | bc -l)" "$(echo "$OFFM / 1000000" | bc -l)"

@@ -15,7 +15,7 @@
 #![allow(unsafe_code)]
 #![warn(missing_docs)]
 
-use std::ffi::{c_char, c_int, c_void, CString};
+use std::ffi::{c_char, c_int, c_uint, c_void, CString};
 use std::ptr::NonNull;
 
 mod ffi {
@@ -48,6 +48,16 @@ mod ffi {
         pub fn wf_mbuf_data_len(m: *const RteMbuf) -> u16;
         pub fn wf_mbuf_pkt_len(m: *const RteMbuf) -> u32;
         pub fn wf_mbuf_free(m: *mut RteMbuf);
+        pub fn wf_rx_burst_info(
+            port: u16,
+            q: u16,
+            pkts: *mut *mut RteMbuf,
+            n: u16,
+            data: *mut *const u8,
+            data_len: *mut u16,
+            pkt_len: *mut u32,
+        ) -> u16;
+        pub fn wf_mbuf_free_bulk(pkts: *mut *mut RteMbuf, n: c_uint);
         pub fn wf_next_worker(after: c_uint) -> c_uint;
         pub fn wf_max_lcore() -> c_uint;
         pub fn wf_remote_launch(f: extern "C" fn(*mut c_void) -> c_int, arg: *mut c_void, lcore: c_uint) -> c_int;
@@ -351,6 +361,98 @@ impl RxQueue {
             }
         }
         n
+    }
+
+    /// Free what `burst` holds, then receive up to [`BURST`] packets into it.
+    #[inline]
+    pub fn rx_into(&mut self, burst: &mut RxBurst) -> usize {
+        burst.clear();
+        // SAFETY: every array has room for BURST entries; only this handle
+        // polls this (port, queue). The C side writes exactly the returned count.
+        let n = unsafe {
+            ffi::wf_rx_burst_info(
+                self.port,
+                self.queue,
+                burst.mbufs.as_mut_ptr(),
+                BURST as u16,
+                burst.data.as_mut_ptr(),
+                burst.data_len.as_mut_ptr(),
+                burst.pkt_len.as_mut_ptr(),
+            )
+        } as usize;
+        burst.n = n;
+        n
+    }
+}
+
+/// One burst of received packets, read with one FFI call (data pointers and
+/// lengths filled in C, first cache lines prefetched) and freed in bulk when
+/// the next burst is received or the burst is dropped. Not `Clone`: the
+/// mbufs have one owner.
+#[derive(Debug)]
+pub struct RxBurst {
+    n: usize,
+    mbufs: [*mut ffi::RteMbuf; BURST],
+    data: [*const u8; BURST],
+    data_len: [u16; BURST],
+    pkt_len: [u32; BURST],
+}
+
+// SAFETY: mbufs may be freed from any lcore; the burst holds the only pointers.
+unsafe impl Send for RxBurst {}
+
+impl Default for RxBurst {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RxBurst {
+    /// An empty burst.
+    pub fn new() -> Self {
+        RxBurst {
+            n: 0,
+            mbufs: [std::ptr::null_mut(); BURST],
+            data: [std::ptr::null(); BURST],
+            data_len: [0; BURST],
+            pkt_len: [0; BURST],
+        }
+    }
+
+    /// Packets held.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Whether it holds no packets.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Packet `i`: its first segment's bytes and the whole packet's length.
+    #[inline]
+    pub fn get(&self, i: usize) -> (&[u8], u32) {
+        assert!(i < self.n, "packet {i} of a burst of {}", self.n);
+        // SAFETY: for i < n, data[i] points at data_len[i] bytes of an mbuf
+        // this burst owns until `clear` or drop, which need `&mut self`.
+        let d = unsafe { std::slice::from_raw_parts(self.data[i], self.data_len[i] as usize) };
+        (d, self.pkt_len[i])
+    }
+
+    /// Free the packets (in bulk).
+    pub fn clear(&mut self) {
+        if self.n > 0 {
+            // SAFETY: mbufs[..n] came from rx_burst, are owned by this burst,
+            // and are freed exactly once (n is reset).
+            unsafe { ffi::wf_mbuf_free_bulk(self.mbufs.as_mut_ptr(), self.n as c_uint) };
+            self.n = 0;
+        }
+    }
+}
+
+impl Drop for RxBurst {
+    fn drop(&mut self) {
+        self.clear();
     }
 }
 
