@@ -12,6 +12,9 @@
 //! * [`Port`] — an ethdev port with N rx queues (symmetric RSS where the
 //!   device supports it), started on creation, stopped on drop.
 //! * [`Mbuf`] — one received packet; frees itself on drop; not `Clone`.
+//! * [`RxBurst`] — a burst of up to 32 packets read with one FFI call (data
+//!   pointers and lengths filled and first cache lines prefetched in C),
+//!   freed in bulk; not `Clone`. The capture path uses this one.
 #![allow(unsafe_code)]
 #![warn(missing_docs)]
 
