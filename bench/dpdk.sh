@@ -6,6 +6,13 @@
 # median of the per-second status lines (after a warm-up), and ends with
 # `dpdk: X Mpps, offline: Z Mpps`.
 #
+# Then the same capture path without the PMD's copy: bench's dpdk-ring-bench
+# feeds a net_ring device from a second lcore with the capture's frames, the
+# same mbufs again and again (reference counted, like a NIC's DMA), and reads
+# it on one lcore twice: the bare read loop, then DpdkSource -> decode -> flow
+# table -> export thread (what `wirefold capture --dpdk` runs per lcore).
+# Median of 5 runs.
+#
 #   bench/dpdk.sh [SECONDS]     (default 12)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../deploy/lib.sh"
@@ -17,7 +24,8 @@ CAP="$WORK/dpdk-60k-2k.pcap"
 # net_pcap cannot loop (infinite_rx) frames that need chained mbufs: keep frames within one 2 KiB buffer.
 bench_capture "$CAP" "$(corpus_dir)" 60000 2000
 (cd "$ROOT" && cargo build --release --locked -q -p wirefold-sensor --features dpdk --bin wirefold &&
-    cargo build --release --locked -q -p dpdk-shim --example rxonly)
+    cargo build --release --locked -q -p dpdk-shim --example rxonly &&
+    cargo build --release --locked -q -p wirefold-bench --features dpdk --bin dpdk-ring-bench)
 WF="$ROOT/target/release/wirefold"
 PKTS=$(python3 -c "import sys;d=open('$CAP','rb').read();o=24;n=0
 while o+16<=len(d):
@@ -39,6 +47,16 @@ EAL="--no-huge -m 2048 --no-shconf --no-pci -l 0 --vdev net_pcap0,rx_pcap=$CAP,i
 # shellcheck disable=SC2086
 RX=$("$ROOT/target/release/examples/rxonly" "$((SECS - 2))" $((PKTS * 2 + 4096)) $EAL 2>/dev/null | awk '/^rxonly:/{print $2}')
 
+RING_WF=()
+RING_BARE=()
+for _ in 1 2 3 4 5; do
+    line=$("$ROOT/target/release/dpdk-ring-bench" "$CAP" 4 2>/dev/null | grep '^dpdk-ring:')
+    RING_WF+=("$(echo "$line" | awk '{print $3}')")
+    RING_BARE+=("$(echo "$line" | awk '{print $6}')")
+done
+RWF=$(printf '%s\n' "${RING_WF[@]}" | median)
+RBARE=$(printf '%s\n' "${RING_BARE[@]}" | median)
+
 OFF=()
 for _ in 1 2 3 4 5; do
     "$WF" replay --no-embed --out /dev/null --summary-json "$WORK/off.sum" "$CAP" "$CAP" "$CAP" "$CAP" "$CAP" 2>/dev/null
@@ -47,5 +65,6 @@ done
 OFFM=$(printf '%s\n' "${OFF[@]}" | median)
 echo "capture: $PKTS packets looped by net_pcap (infinite_rx), one lcore; offline: the same file x5, in-process time, median of 5"
 printf 'rx only (bare read loop, rx + free): %.2f Mpps; dpdk / rx-only: %.2f\n' "$(echo "$RX / 1000000" | bc -l)" "$(echo "$DPDK / $RX" | bc -l)"
+printf 'zero-copy net_ring, one lcore, median of 5: wirefold %.2f Mpps (runs: %s), bare read loop %.2f Mpps\n' "$RWF" "${RING_WF[*]}" "$RBARE"
 printf 'dpdk / offline: %.2f\n' "$(echo "$DPDK / $OFFM" | bc -l)"
 printf 'dpdk: %.2f Mpps, offline: %.2f Mpps\n' "$(echo "$DPDK / 1000000" | bc -l)" "$(echo "$OFFM / 1000000" | bc -l)"

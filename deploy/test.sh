@@ -16,7 +16,7 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo clippy -p wirefold-sensor --features dpdk --all-targets --locked -- -D warnings
+cargo clippy -p wirefold-sensor -p wirefold-bench --features wirefold-sensor/dpdk,wirefold-bench/dpdk --all-targets --locked -- -D warnings
 log "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 log "tests"

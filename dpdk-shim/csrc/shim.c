@@ -98,6 +98,8 @@ void wf_mbuf_free(struct rte_mbuf *m) { rte_pktmbuf_free(m); }
 uint16_t wf_rx_burst_info(uint16_t port, uint16_t q, struct rte_mbuf **pkts, uint16_t n,
                           const uint8_t **data, uint16_t *data_len, uint32_t *pkt_len) {
     uint16_t got = rte_eth_rx_burst(port, q, pkts, n);
+    /* Start every header load at once, then read them. */
+    for (uint16_t i = 0; i < got; i++) rte_prefetch0(pkts[i]);
     for (uint16_t i = 0; i < got; i++) {
         const uint8_t *d = rte_pktmbuf_mtod(pkts[i], const uint8_t *);
         rte_prefetch0(d);
@@ -108,6 +110,25 @@ uint16_t wf_rx_burst_info(uint16_t port, uint16_t q, struct rte_mbuf **pkts, uin
     return got;
 }
 void wf_mbuf_free_bulk(struct rte_mbuf **pkts, unsigned n) { rte_pktmbuf_free_bulk(pkts, n); }
+
+/* A new single-segment mbuf holding a copy of `len` bytes, or NULL. */
+struct rte_mbuf *wf_mbuf_from(struct rte_mempool *mp, const uint8_t *data, uint16_t len) {
+    struct rte_mbuf *m = rte_pktmbuf_alloc(mp);
+    if (m == NULL) return NULL;
+    char *p = rte_pktmbuf_append(m, len);
+    if (p == NULL) {
+        rte_pktmbuf_free(m);
+        return NULL;
+    }
+    memcpy(p, data, len);
+    return m;
+}
+
+uint16_t wf_tx_burst(uint16_t port, uint16_t q, struct rte_mbuf **pkts, uint16_t n) {
+    return rte_eth_tx_burst(port, q, pkts, n);
+}
+void wf_mbuf_refcnt_add(struct rte_mbuf *m, int16_t v) { rte_mbuf_refcnt_update(m, v); }
+
 
 unsigned wf_lcore_id(void) { return rte_lcore_id(); }
 unsigned wf_next_worker(unsigned after) { return rte_get_next_lcore(after, 1, 0); }

@@ -15,6 +15,9 @@
 //! * [`RxBurst`] — a burst of up to 32 packets read with one FFI call (data
 //!   pointers and lengths filled and first cache lines prefetched in C),
 //!   freed in bulk; not `Clone`. The capture path uses this one.
+//! * [`Replayer`] — for benchmarks: a zero-copy traffic source that sends
+//!   the same mbufs again and again (reference counted) into a tx queue,
+//!   e.g. of a `net_ring` device whose rx side the sensor reads.
 #![allow(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -61,6 +64,10 @@ mod ffi {
             pkt_len: *mut u32,
         ) -> u16;
         pub fn wf_mbuf_free_bulk(pkts: *mut *mut RteMbuf, n: c_uint);
+        pub fn wf_mbuf_from(mp: *mut RteMempool, data: *const u8, len: u16) -> *mut RteMbuf;
+        pub fn wf_tx_burst(port: u16, q: u16, pkts: *mut *mut RteMbuf, n: u16) -> u16;
+        pub fn wf_mbuf_refcnt_add(m: *mut RteMbuf, v: i16);
+
         pub fn wf_next_worker(after: c_uint) -> c_uint;
         pub fn wf_max_lcore() -> c_uint;
         pub fn wf_remote_launch(f: extern "C" fn(*mut c_void) -> c_int, arg: *mut c_void, lcore: c_uint) -> c_int;
@@ -305,6 +312,11 @@ impl<'p> Port<'p> {
         RxQueue { port: self.id, queue }
     }
 
+    /// The handle of tx queue 0 (every port gets one).
+    pub fn tx_queue(&self) -> TxQueue {
+        TxQueue { port: self.id, queue: 0 }
+    }
+
     /// Port counters.
     pub fn stats(&self) -> Result<PortStats, DpdkError> {
         let mut out = vec![0u64; 4 + self.queues as usize];
@@ -492,5 +504,125 @@ impl Drop for Mbuf {
     fn drop(&mut self) {
         // SAFETY: we own this mbuf (from rx_burst) and free it exactly once.
         unsafe { ffi::wf_mbuf_free(self.ptr.as_ptr()) };
+    }
+}
+
+/// A tx queue handle (for [`Replayer`]).
+#[derive(Debug)]
+pub struct TxQueue {
+    port: u16,
+    queue: u16,
+}
+
+/// A zero-copy traffic source for benchmarks: frames are copied into mbufs
+/// once, then the same mbufs are sent again and again, like a NIC's DMA into
+/// buffers the receiver only reads. Each send hands the receiver one
+/// reference (its free gives it back). References are raised in advance,
+/// [`CREDIT`] at a time, so the sender touches an mbuf's header once per
+/// [`CREDIT`] sends and never shares its cache line with the receiver.
+/// Not `Clone`; frees its mbufs on drop.
+#[derive(Debug)]
+pub struct Replayer<'p> {
+    mbufs: Vec<*mut ffi::RteMbuf>,
+    credit: Vec<u16>,
+    tx: TxQueue,
+    /// The mbufs go back to this pool on drop: it must outlive the replayer.
+    _pool: std::marker::PhantomData<&'p Mempool<'p>>,
+}
+
+/// References a [`Replayer`] raises at once (the count is 16 bits: one owner
+/// reference + this + what is in flight must stay below 65536).
+pub const CREDIT: u16 = 16384;
+
+// SAFETY: the mbufs are only sent (read by receivers) and freed by this owner;
+// DPDK allows any lcore to send and free mbufs.
+unsafe impl Send for Replayer<'_> {}
+
+impl<'p> Replayer<'p> {
+    /// Copy `frames` (each at most the pool's data room) into mbufs of `pool`.
+    pub fn new(pool: &'p Mempool<'p>, tx: TxQueue, frames: &[&[u8]]) -> Result<Replayer<'p>, DpdkError> {
+        let mut r = Replayer {
+            mbufs: Vec::with_capacity(frames.len()),
+            credit: Vec::new(),
+            tx,
+            _pool: std::marker::PhantomData,
+        };
+        for f in frames {
+            let len = u16::try_from(f.len()).map_err(|_| DpdkError {
+                what: "copying a frame into an mbuf".into(),
+                message: format!("a frame of {} bytes is too long", f.len()),
+            })?;
+            // SAFETY: the pool is valid (borrowed); `f` is `len` readable bytes.
+            let m = unsafe { ffi::wf_mbuf_from(pool.ptr.as_ptr(), f.as_ptr(), len) };
+            if m.is_null() {
+                return Err(DpdkError {
+                    what: "copying frames into mbufs".into(),
+                    message: format!(
+                        "the pool ran out of mbufs (or room) after {} of {} frames",
+                        r.mbufs.len(),
+                        frames.len()
+                    ),
+                });
+            }
+            r.mbufs.push(m);
+        }
+        if r.mbufs.is_empty() {
+            return Err(DpdkError { what: "building a replayer".into(), message: "no frames to replay".into() });
+        }
+        r.credit = vec![0; r.mbufs.len()];
+        Ok(r)
+    }
+
+    /// Send the frames round and round in bursts of [`BURST`] until `stop`
+    /// is set; returns the packets the queue took.
+    pub fn run(&mut self, stop: &std::sync::atomic::AtomicBool) -> u64 {
+        let (mut at, mut sent) = (0usize, 0u64);
+        let n = self.mbufs.len();
+        let mut burst: [*mut ffi::RteMbuf; BURST] = [std::ptr::null_mut(); BURST];
+        let mut idx = [0usize; BURST];
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for _ in 0..64 {
+                for k in 0..BURST {
+                    if self.credit[at] == 0 {
+                        // SAFETY: an mbuf this replayer owns; its count stays
+                        // below 65536 (1 + CREDIT + what is in flight).
+                        unsafe { ffi::wf_mbuf_refcnt_add(self.mbufs[at], CREDIT as i16) };
+                        self.credit[at] = CREDIT;
+                    }
+                    self.credit[at] -= 1;
+                    burst[k] = self.mbufs[at];
+                    idx[k] = at;
+                    at = if at + 1 == n { 0 } else { at + 1 };
+                }
+                // SAFETY: every pointer is an mbuf this replayer owns, with a
+                // reference set aside for the receiver (credit taken above).
+                let took = unsafe { ffi::wf_tx_burst(self.tx.port, self.tx.queue, burst.as_mut_ptr(), BURST as u16) };
+                sent += took as u64;
+                // What the queue did not take keeps its reference, and goes first next time.
+                for &i in &idx[took as usize..] {
+                    self.credit[i] += 1;
+                }
+                if (took as usize) < BURST {
+                    at = idx[took as usize];
+                }
+            }
+        }
+        sent
+    }
+}
+
+impl Drop for Replayer<'_> {
+    fn drop(&mut self) {
+        for (m, c) in self.mbufs.iter().zip(&self.credit) {
+            // SAFETY: give back the references raised but never sent, then our
+            // own; references still held by receivers stay theirs.
+            unsafe {
+                if *c > 0 {
+                    ffi::wf_mbuf_refcnt_add(*m, -(*c as i32) as i16);
+                }
+                ffi::wf_mbuf_free(*m);
+            }
+        }
+        self.mbufs.clear();
     }
 }
