@@ -161,3 +161,43 @@ fn prometheus_configuration_and_alert_rules_check() {
         );
     }
 }
+
+#[test]
+fn a_core_runs_from_its_configuration_file() {
+    use std::io::{BufRead, BufReader};
+    let dir = scratch("core-config");
+    std::fs::write(dir.join("tokens"), "edge-9 token-edge-9-xyz\n").unwrap();
+    let cfg = dir.join("core.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[core]\nlisten = \"127.0.0.1:0\"\ndb = \"{}\"\ntokens = \"{}\"\nqueue = 7\n[telemetry]\nmetrics = \"127.0.0.1:0\"\n",
+            dir.join("core.db").display(),
+            dir.join("tokens").display()
+        ),
+    )
+    .unwrap();
+    let mut child = wirefold_cmd()
+        .args(["core", "--config", cfg.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let (mut line, mut metrics) = (String::new(), None);
+    while metrics.is_none() {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "the core stopped");
+        if let Some(rest) = line.split("metrics on http://").nth(1) {
+            metrics = Some(rest.split('/').next().unwrap().to_string());
+        }
+    }
+    let addr: std::net::SocketAddr = metrics.unwrap().parse().unwrap();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut s, &mut text).unwrap();
+    assert!(text.contains("wirefold_core_queue_capacity 7"), "queue = 7 came from the file: {text}");
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    assert!(child.wait().unwrap().success());
+    assert!(dir.join("core.db").exists());
+}
