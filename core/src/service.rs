@@ -98,12 +98,20 @@ pub struct SensorCounts {
     pub flows: u64,
     /// Times the rate law made this sensor's stream wait.
     pub rate_waits: u64,
+    /// When the sensor last connected or had a batch acknowledged (Unix seconds).
+    pub last_seen_unix: u64,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl CoreCounters {
     fn sensor(&self, sensor: &Arc<str>, f: impl FnOnce(&mut SensorCounts)) {
         let mut m = self.per_sensor.lock().unwrap_or_else(|p| p.into_inner());
-        f(m.entry(sensor.clone()).or_default());
+        let e = m.entry(sensor.clone()).or_default();
+        e.last_seen_unix = unix_now();
+        f(e);
     }
 
     /// The core's metric families (names start with `wirefold_core_`).
@@ -127,6 +135,12 @@ impl CoreCounters {
                 "Flows committed to the store, by sensor.",
                 &[("sensor", sensor)],
                 c.flows as f64,
+            );
+            e.gauge(
+                "wirefold_core_sensor_last_seen_timestamp_seconds",
+                "When the sensor last connected or sent a batch (Unix time); alert on time() minus this.",
+                &[("sensor", sensor)],
+                c.last_seen_unix as f64,
             );
             e.counter(
                 "wirefold_core_rate_waits_total",
@@ -232,6 +246,7 @@ impl Ingest for Svc {
             .await
             .map_err(|_| Status::unavailable("store stopped"))?;
         let resume = rx.await.map_err(|_| Status::unavailable("store stopped"))?.map_err(Status::internal)?;
+        self.counters.sensor(&sensor, |_| {});
         let mut inbound = req.into_inner();
         let (out_tx, out_rx) = mpsc::channel::<Result<Ack, Status>>(256);
         let _ = out_tx.send(Ok(Ack::resume(resume))).await;

@@ -290,6 +290,9 @@ fn core_metrics_count_batches_by_sensor_and_result() {
     assert!(metric_sum(&m, "wirefold_core_unauthenticated_total", &[]) >= 1.0);
     assert_eq!(metric_sum(&m, "wirefold_core_store_seconds_count", &[]), batches);
     assert_eq!(metric_sum(&m, "wirefold_core_queue_capacity", &[]), 64.0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let seen = metric_sum(&m, "wirefold_core_sensor_last_seen_timestamp_seconds", &[("sensor", "s1")]);
+    assert!(seen <= now && seen > now - 120.0, "last seen {seen}, now {now}");
     assert_eq!(metric_sum(&m, "wirefold_core_queue_depth", &[]), 0.0);
     assert_eq!(http_get(metrics, "/nothing").0, 404);
     let (st, stderr) = core.term_and_wait();
