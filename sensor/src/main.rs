@@ -24,7 +24,9 @@ use wirefold_sensor::stream::{StreamConfig, Streamer};
 ///
 /// Wirefold reads packets (from capture files, and live from AF_PACKET or
 /// DPDK), folds them into bidirectional flows and exports one record per
-/// finished flow.
+/// finished flow. Every subcommand that runs takes its options from the
+/// command line or a TOML file (--config FILE; see check-config), and serves
+/// Prometheus metrics with --metrics ADDR.
 #[derive(Parser, Debug)]
 #[command(name = "wirefold", version, propagate_version = true)]
 struct Cli {
