@@ -149,25 +149,18 @@ impl CoreCounters {
                 c.rate_waits as f64,
             );
         }
-        e.counter(
+        e.counter_of(
             "wirefold_core_unauthenticated_total",
             "Streams refused for a missing or unknown bearer token.",
-            &[],
-            self.unauthenticated.load(Relaxed) as f64,
+            &self.unauthenticated,
         );
-        e.gauge(
-            "wirefold_core_queue_depth",
-            "Batches waiting for the store right now.",
-            &[],
-            self.queue_depth.load(Relaxed) as f64,
-        );
-        e.gauge(
+        e.gauge_of("wirefold_core_queue_depth", "Batches waiting for the store right now.", &self.queue_depth);
+        e.gauge_of(
             "wirefold_core_queue_capacity",
             "Batches the store queue holds before acks are withheld (backpressure).",
-            &[],
-            self.queue_capacity.load(Relaxed) as f64,
+            &self.queue_capacity,
         );
-        e.gauge("wirefold_core_streams", "Sensor streams open right now.", &[], self.streams_open.load(Relaxed) as f64);
+        e.gauge_of("wirefold_core_streams", "Sensor streams open right now.", &self.streams_open);
         e.summary(
             "wirefold_core_store_seconds",
             "Store transaction time per batch (quantiles over the last 1-2 minutes).",

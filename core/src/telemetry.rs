@@ -71,6 +71,16 @@ impl Exposition {
         self.family(name, help, MetricType::GAUGE).mut_metric().push(m);
     }
 
+    /// An unlabelled counter read from an atomic.
+    pub fn counter_of(&mut self, name: &str, help: &str, v: &std::sync::atomic::AtomicU64) {
+        self.counter(name, help, &[], v.load(Relaxed) as f64);
+    }
+
+    /// An unlabelled gauge read from an atomic.
+    pub fn gauge_of(&mut self, name: &str, help: &str, v: &std::sync::atomic::AtomicU64) {
+        self.gauge(name, help, &[], v.load(Relaxed) as f64);
+    }
+
     /// A summary sample from a [`Latency`] (in seconds).
     pub fn summary(&mut self, name: &str, help: &str, l: &[(&str, &str)], lat: &Latency) {
         let s = lat.snapshot();

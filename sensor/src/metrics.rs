@@ -253,37 +253,27 @@ impl SensorMetrics {
 }
 
 fn stream_exposition(s: &StreamCounters, e: &mut Exposition) {
-    let c =
-        |e: &mut Exposition, name: &str, help: &str, v: &AtomicU64| e.counter(name, help, &[], v.load(Relaxed) as f64);
-    c(e, "wirefold_stream_batches_sent_total", "FlowBatches sent to the core (with resends).", &s.sent);
-    c(e, "wirefold_stream_batches_acked_total", "FlowBatches the core acknowledged as durably stored.", &s.acked);
-    c(e, "wirefold_stream_batches_resent_total", "FlowBatches sent again after a reconnect.", &s.resent);
-    c(
-        e,
+    e.counter_of("wirefold_stream_batches_sent_total", "FlowBatches sent to the core (with resends).", &s.sent);
+    e.counter_of(
+        "wirefold_stream_batches_acked_total",
+        "FlowBatches the core acknowledged as durably stored.",
+        &s.acked,
+    );
+    e.counter_of("wirefold_stream_batches_resent_total", "FlowBatches sent again after a reconnect.", &s.resent);
+    e.counter_of(
         "wirefold_stream_batches_rejected_total",
         "FlowBatches the core refused (see the sensor's log for the reason).",
         &s.rejected,
     );
-    c(
-        e,
+    e.counter_of(
         "wirefold_stream_reconnects_total",
         "Times the stream to the core was (re)established after a failure.",
         &s.reconnects,
     );
-    c(e, "wirefold_spool_dropped_batches_total", "FlowBatches dropped because the spool was full: their flows are lost (raise --spool-max-mib, fix the core link).", &s.spool_dropped);
-    e.gauge(
-        "wirefold_stream_unacked_batches",
-        "FlowBatches sent and not yet acknowledged.",
-        &[],
-        s.in_flight.load(Relaxed) as f64,
-    );
-    e.gauge(
-        "wirefold_spool_bytes",
-        "Bytes of FlowBatches in the spool (not yet acknowledged).",
-        &[],
-        s.spool_bytes.load(Relaxed) as f64,
-    );
-    e.gauge("wirefold_spool_batches", "FlowBatches in the spool.", &[], s.spool_batches.load(Relaxed) as f64);
+    e.counter_of("wirefold_spool_dropped_batches_total", "FlowBatches dropped because the spool was full: their flows are lost (raise --spool-max-mib, fix the core link).", &s.spool_dropped);
+    e.gauge_of("wirefold_stream_unacked_batches", "FlowBatches sent and not yet acknowledged.", &s.in_flight);
+    e.gauge_of("wirefold_spool_bytes", "Bytes of FlowBatches in the spool (not yet acknowledged).", &s.spool_bytes);
+    e.gauge_of("wirefold_spool_batches", "FlowBatches in the spool.", &s.spool_batches);
     e.summary(
         "wirefold_stream_batch_rtt_seconds",
         "Batch round trip: sent to acknowledged as stored (quantiles over the last 1-2 minutes).",

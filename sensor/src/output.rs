@@ -64,14 +64,15 @@ pub struct ExportCounters {
 impl ExportCounters {
     /// Add the export families.
     pub fn exposition(&self, e: &mut Exposition) {
-        let c = |e: &mut Exposition, name: &str, help: &str, v: &AtomicU64| {
-            e.counter(name, help, &[], v.load(Relaxed) as f64)
-        };
-        c(e, "wirefold_export_flows_total", "Finished flows handed to the export stage.", &self.flows);
-        c(e, "wirefold_embedded_flows_total", "Flows embedded by the ONNX model.", &self.embedded);
-        c(e, "wirefold_embed_batches_total", "Model runs (one per batch of finished flows).", &self.embed_batches);
-        c(e, "wirefold_export_batches_total", "FlowBatches sealed.", &self.batches);
-        c(e, "wirefold_export_batch_bytes_total", "Bytes of sealed FlowBatches.", &self.batch_bytes);
+        e.counter_of("wirefold_export_flows_total", "Finished flows handed to the export stage.", &self.flows);
+        e.counter_of("wirefold_embedded_flows_total", "Flows embedded by the ONNX model.", &self.embedded);
+        e.counter_of(
+            "wirefold_embed_batches_total",
+            "Model runs (one per batch of finished flows).",
+            &self.embed_batches,
+        );
+        e.counter_of("wirefold_export_batches_total", "FlowBatches sealed.", &self.batches);
+        e.counter_of("wirefold_export_batch_bytes_total", "Bytes of sealed FlowBatches.", &self.batch_bytes);
         e.summary(
             "wirefold_embed_batch_seconds",
             "Time to embed one batch of flows (features, inference, quantization; quantiles over the last 1-2 minutes).",
