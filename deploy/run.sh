@@ -21,10 +21,15 @@ cargo build --release --locked -p wirefold-sensor --bin wirefold
 files=("$@")
 [ ${#files[@]} -eq 0 ] && files=("$ROOT/sensor/tests/pcaps/zeek__dns-edns-ecs.pcap")
 DATA="${WIREFOLD_DATA:-$ROOT/.local/data}"
+METRICS="${WIREFOLD_METRICS:-127.0.0.1:9462}"
+# Something already answers on the default port: let the kernel pick one (wirefold prints it).
+if [ -z "${WIREFOLD_METRICS:-}" ] && (exec 3<>/dev/tcp/127.0.0.1/9462) 2>/dev/null; then
+    METRICS="127.0.0.1:0"
+fi
 mkdir -p "$DATA"
 log "replaying ${files[*]}"
 "$ROOT/target/release/wirefold" replay --top 10 --core embedded --data-dir "$DATA" --sensor-id demo \
     --out "$DATA/flows.jsonl" --summary-json "$DATA/summary.json" \
-    --metrics "${WIREFOLD_METRICS:-127.0.0.1:9462}" --linger "${WIREFOLD_LINGER:-60s}" "${files[@]}"
+    --metrics "$METRICS" --linger "${WIREFOLD_LINGER:-60s}" "${files[@]}"
 log "flow records: $DATA/flows.jsonl ($(wc -l <"$DATA/flows.jsonl") flows, with embeddings)"
 log "core database: $DATA/core.db (tables flows and sensors); summary: $DATA/summary.json"
