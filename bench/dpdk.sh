@@ -65,6 +65,7 @@ done
 OFFM=$(printf '%s\n' "${OFF[@]}" | median)
 echo "capture: $PKTS packets looped by net_pcap (infinite_rx), one lcore; offline: the same file x5, in-process time, median of 5"
 printf 'rx only (bare read loop, rx + free): %.2f Mpps; dpdk / rx-only: %.2f\n' "$(echo "$RX / 1000000" | bc -l)" "$(echo "$DPDK / $RX" | bc -l)"
-printf 'zero-copy net_ring, one lcore, median of 5: wirefold %.2f Mpps (runs: %s), bare read loop %.2f Mpps\n' "$RWF" "${RING_WF[*]}" "$RBARE"
+printf 'zero-copy net_ring, one lcore, median of 5: wirefold %.2f Mpps (runs: %s), bare read loop %.2f Mpps, ratio %.2f\n' \
+    "$RWF" "${RING_WF[*]}" "$RBARE" "$(echo "$RWF / $RBARE" | bc -l)"
 printf 'dpdk / offline: %.2f\n' "$(echo "$DPDK / $OFFM" | bc -l)"
 printf 'dpdk: %.2f Mpps, offline: %.2f Mpps\n' "$(echo "$DPDK / 1000000" | bc -l)" "$(echo "$OFFM / 1000000" | bc -l)"

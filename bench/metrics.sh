@@ -10,14 +10,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../deploy/lib.sh"
 apt_install python3
 setup_python
-CAP="${1:-}"
+CAP="$(replay_capture "${1:-}")"
 RUNS="${2:-7}"
-WORK="$ROOT/.local/bench"
-mkdir -p "$WORK"
-if [ -z "$CAP" ]; then
-    CAP="$WORK/corpus-3m.pcap"
-    bench_capture "$CAP" "$(corpus_dir)" 3160000
-fi
 (cd "$ROOT" && cargo build --release --locked -q -p wirefold-sensor --bin wirefold)
 WF="$ROOT/target/release/wirefold"
 cat "$CAP" >/dev/null

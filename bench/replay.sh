@@ -13,14 +13,10 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../deploy/lib.sh"
 apt_install tcpdump softflowd nfdump argus-server bc time python3
 setup_python   # ONNX Runtime: wirefold embeds every flow, as it does by default
-CAP="${1:-}"
+CAP="$(replay_capture "${1:-}")"
 RUNS="${2:-5}"
 WORK="$ROOT/.local/bench"
 mkdir -p "$WORK"
-if [ -z "$CAP" ]; then
-    CAP="$WORK/corpus-3m.pcap"
-    bench_capture "$CAP" "$(corpus_dir)" 3160000
-fi
 (cd "$ROOT" && cargo build --release --locked -q -p wirefold-sensor --bin wirefold)
 WF="$ROOT/target/release/wirefold"
 PKTS=$("$WF" replay --no-output --summary-json "$WORK/summary.json" "$CAP" 2>/dev/null; python3 -c "import json;print(json.load(open('$WORK/summary.json'))['packets'])")

@@ -64,3 +64,13 @@ bench_capture() {
     shift 2
     [ -s "$out" ] || python3 "$ROOT/bench/make_capture.py" "$src" "$out" "$@"
 }
+
+# replay_capture [CAPTURE]: print CAPTURE, or build and print the 3.16 M-packet
+# replay benchmark capture (under .local/bench) when none is given.
+replay_capture() {
+    if [ -n "${1:-}" ]; then echo "$1"; return; fi
+    local cap="$ROOT/.local/bench/corpus-3m.pcap"
+    mkdir -p "$ROOT/.local/bench"
+    bench_capture "$cap" "$(corpus_dir)" 3160000 >&2
+    echo "$cap"
+}

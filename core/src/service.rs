@@ -59,25 +59,16 @@ impl CoreConfig {
 /// Counters of the core.
 #[derive(Debug, Default)]
 pub struct CoreCounters {
-    /// Batches committed.
-    pub committed: AtomicU64,
-    /// Batches that were already stored (resends).
-    pub duplicates: AtomicU64,
-    /// Batches rejected (verification, schema, sensor mismatch).
-    pub rejected: AtomicU64,
-    /// Streams refused for authentication.
+    /// Streams refused for authentication (no sensor to count them under).
     pub unauthenticated: AtomicU64,
-    /// Flows committed.
-    pub flows: AtomicU64,
-    /// Times the rate law made a stream wait.
-    pub rate_waits: AtomicU64,
     /// Batches queued for the store right now.
     pub queue_depth: AtomicU64,
     /// Streams open right now.
     pub streams_open: AtomicU64,
     /// Queue capacity (batches).
     pub queue_capacity: AtomicU64,
-    /// Per sensor: batches by result, flows committed, rate-law waits.
+    /// Per sensor: batches by result, flows committed, rate-law waits (see
+    /// [`CoreCounters::totals`] for all sensors together).
     pub per_sensor: Mutex<BTreeMap<Arc<str>, SensorCounts>>,
     /// Store transaction time (one per batch).
     pub store_latency: Latency,
@@ -112,6 +103,20 @@ impl CoreCounters {
         let e = m.entry(sensor.clone()).or_default();
         e.last_seen_unix = unix_now();
         f(e);
+    }
+
+    /// The per-sensor counts summed over all sensors (`last_seen_unix` is the latest).
+    pub fn totals(&self) -> SensorCounts {
+        let m = self.per_sensor.lock().unwrap_or_else(|p| p.into_inner());
+        m.values().fold(SensorCounts::default(), |a, c| SensorCounts {
+            committed: a.committed + c.committed,
+            duplicate: a.duplicate + c.duplicate,
+            rejected: a.rejected + c.rejected,
+            failed: a.failed + c.failed,
+            flows: a.flows + c.flows,
+            rate_waits: a.rate_waits + c.rate_waits,
+            last_seen_unix: a.last_seen_unix.max(c.last_seen_unix),
+        })
     }
 
     /// The core's metric families (names start with `wirefold_core_`).
@@ -263,12 +268,10 @@ impl Ingest for Svc {
                 };
                 let p = match read_batch(&msg.0) {
                     Err(e) => {
-                        counters.rejected.fetch_add(1, Relaxed);
                         counters.sensor(&sensor, |c| c.rejected += 1);
                         Pending::Now(Ack::rejected(0, Code::InvalidArgument, e.to_string()))
                     }
                     Ok((meta, _)) if *meta.sensor_id != *sensor => {
-                        counters.rejected.fetch_add(1, Relaxed);
                         counters.sensor(&sensor, |c| c.rejected += 1);
                         Pending::Now(Ack::rejected(
                             meta.seq,
@@ -279,7 +282,6 @@ impl Ingest for Svc {
                     Ok((meta, flows)) => {
                         if let Some(b) = bucket.as_mut() {
                             if b.take(flows.len() as f64).await {
-                                counters.rate_waits.fetch_add(1, Relaxed);
                                 counters.sensor(&sensor, |c| c.rate_waits += 1);
                             }
                         }
@@ -310,12 +312,10 @@ impl Ingest for Svc {
                     Pending::Now(a) => a,
                     Pending::Commit(seq, rx) => match rx.await {
                         Ok(Ok(Stored::Committed(s))) => {
-                            counters.committed.fetch_add(1, Relaxed);
                             counters.sensor(&ack_sensor, |c| c.committed += 1);
                             Ack::durable(s)
                         }
                         Ok(Ok(Stored::Duplicate(s))) => {
-                            counters.duplicates.fetch_add(1, Relaxed);
                             counters.sensor(&ack_sensor, |c| c.duplicate += 1);
                             Ack::durable(s)
                         }
@@ -366,7 +366,6 @@ fn store_thread(
                 let r = store.store(&sensor, seq, &flows).map_err(|e| format!("store failed: {e}"));
                 counters.store_latency.record(t0.elapsed());
                 if matches!(r, Ok(Stored::Committed(_))) {
-                    counters.flows.fetch_add(n, Relaxed);
                     counters.sensor(&sensor, |c| c.flows += n);
                 }
                 counters.queue_depth.fetch_sub(1, Relaxed);

@@ -84,12 +84,6 @@ int wf_port_stats(uint16_t port, uint64_t *out, uint16_t nq) {
     return 0;
 }
 
-uint16_t wf_rx_burst(uint16_t port, uint16_t q, struct rte_mbuf **pkts, uint16_t n) {
-    return rte_eth_rx_burst(port, q, pkts, n);
-}
-const uint8_t *wf_mbuf_data(const struct rte_mbuf *m) { return rte_pktmbuf_mtod(m, const uint8_t *); }
-uint16_t wf_mbuf_data_len(const struct rte_mbuf *m) { return rte_pktmbuf_data_len(m); }
-uint32_t wf_mbuf_pkt_len(const struct rte_mbuf *m) { return rte_pktmbuf_pkt_len(m); }
 void wf_mbuf_free(struct rte_mbuf *m) { rte_pktmbuf_free(m); }
 
 /* One call per burst instead of four per packet: receive up to n packets,

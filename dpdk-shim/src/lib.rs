@@ -11,10 +11,9 @@
 //! * [`Mempool`] — a packet-buffer pool.
 //! * [`Port`] — an ethdev port with N rx queues (symmetric RSS where the
 //!   device supports it), started on creation, stopped on drop.
-//! * [`Mbuf`] — one received packet; frees itself on drop; not `Clone`.
-//! * [`RxBurst`] — a burst of up to 32 packets read with one FFI call (data
-//!   pointers and lengths filled and first cache lines prefetched in C),
-//!   freed in bulk; not `Clone`. The capture path uses this one.
+//! * [`RxBurst`] — a burst of up to 32 received packets, read with one FFI
+//!   call (data pointers and lengths filled and first cache lines prefetched
+//!   in C); frees its mbufs (in bulk) on drop; not `Clone`.
 //! * [`Replayer`] — for benchmarks: a zero-copy traffic source that sends
 //!   the same mbufs again and again (reference counted) into a tx queue,
 //!   e.g. of a `net_ring` device whose rx side the sensor reads.
@@ -49,10 +48,6 @@ mod ffi {
         pub fn wf_port_stop(port: u16) -> c_int;
         pub fn wf_port_close(port: u16) -> c_int;
         pub fn wf_port_stats(port: u16, out: *mut u64, nq: u16) -> c_int;
-        pub fn wf_rx_burst(port: u16, q: u16, pkts: *mut *mut RteMbuf, n: u16) -> u16;
-        pub fn wf_mbuf_data(m: *const RteMbuf) -> *const u8;
-        pub fn wf_mbuf_data_len(m: *const RteMbuf) -> u16;
-        pub fn wf_mbuf_pkt_len(m: *const RteMbuf) -> u32;
         pub fn wf_mbuf_free(m: *mut RteMbuf);
         pub fn wf_rx_burst_info(
             port: u16,
@@ -362,22 +357,6 @@ impl RxQueue {
         self.queue
     }
 
-    /// Receive up to [`BURST`] packets into `out` (cleared first).
-    #[inline]
-    pub fn rx_burst(&mut self, out: &mut Vec<Mbuf>) -> usize {
-        out.clear();
-        let mut raw: [*mut ffi::RteMbuf; BURST] = [std::ptr::null_mut(); BURST];
-        // SAFETY: `raw` has room for BURST pointers; only this handle polls
-        // this (port, queue), so the PMD's per-queue state is not shared.
-        let n = unsafe { ffi::wf_rx_burst(self.port, self.queue, raw.as_mut_ptr(), BURST as u16) } as usize;
-        for p in &raw[..n] {
-            if let Some(nn) = NonNull::new(*p) {
-                out.push(Mbuf { ptr: nn });
-            }
-        }
-        n
-    }
-
     /// Free what `burst` holds, then receive up to [`BURST`] packets into it.
     #[inline]
     pub fn rx_into(&mut self, burst: &mut RxBurst) -> usize {
@@ -457,7 +436,7 @@ impl RxBurst {
     /// Free the packets (in bulk).
     pub fn clear(&mut self) {
         if self.n > 0 {
-            // SAFETY: mbufs[..n] came from rx_burst, are owned by this burst,
+            // SAFETY: mbufs[..n] came from rx_into, are owned by this burst,
             // and are freed exactly once (n is reset).
             unsafe { ffi::wf_mbuf_free_bulk(self.mbufs.as_mut_ptr(), self.n as c_uint) };
             self.n = 0;
@@ -468,42 +447,6 @@ impl RxBurst {
 impl Drop for RxBurst {
     fn drop(&mut self) {
         self.clear();
-    }
-}
-
-/// One received packet. Frees itself on drop; not `Clone` (an mbuf has one owner).
-#[derive(Debug)]
-pub struct Mbuf {
-    ptr: NonNull<ffi::RteMbuf>,
-}
-
-// SAFETY: an mbuf may be freed from any lcore; we hold the only pointer.
-unsafe impl Send for Mbuf {}
-
-impl Mbuf {
-    /// The first segment's bytes.
-    #[inline]
-    pub fn data(&self) -> &[u8] {
-        // SAFETY: the mbuf is valid until dropped; its first segment holds
-        // `data_len` bytes at `mtod`, and the slice borrows `self`.
-        unsafe {
-            let p = ffi::wf_mbuf_data(self.ptr.as_ptr());
-            std::slice::from_raw_parts(p, ffi::wf_mbuf_data_len(self.ptr.as_ptr()) as usize)
-        }
-    }
-
-    /// The whole packet's length (all segments).
-    #[inline]
-    pub fn pkt_len(&self) -> u32 {
-        // SAFETY: valid mbuf.
-        unsafe { ffi::wf_mbuf_pkt_len(self.ptr.as_ptr()) }
-    }
-}
-
-impl Drop for Mbuf {
-    fn drop(&mut self) {
-        // SAFETY: we own this mbuf (from rx_burst) and free it exactly once.
-        unsafe { ffi::wf_mbuf_free(self.ptr.as_ptr()) };
     }
 }
 

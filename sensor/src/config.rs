@@ -27,13 +27,13 @@ fn configurable(cmd: &Command) -> impl Iterator<Item = &Arg> {
 }
 
 /// Configurable options of several subcommands (one sensor file serves both
-/// `replay` and `capture`), each with the subcommand that parses it, first seen first.
-fn union<'a>(cmds: &[&'a Command]) -> Vec<(&'a Command, &'a Arg)> {
-    let mut v: Vec<(&Command, &Arg)> = Vec::new();
+/// `replay` and `capture`), first seen first.
+fn union<'a>(cmds: &[&'a Command]) -> Vec<&'a Arg> {
+    let mut v: Vec<&Arg> = Vec::new();
     for c in cmds {
         for a in configurable(c) {
-            if !v.iter().any(|(_, b)| b.get_id() == a.get_id()) {
-                v.push((c, a));
+            if !v.iter().any(|b| b.get_id() == a.get_id()) {
+                v.push(a);
             }
         }
     }
@@ -87,7 +87,7 @@ pub fn from_str(cmds: &[&Command], target: &Command, file: &str, text: &str) -> 
     let table: toml::Table =
         text.parse().map_err(|e: toml::de::Error| ConfigError(format!("config {file} is not valid TOML: {e}")))?;
     let all = union(cmds);
-    let mut sections: Vec<String> = all.iter().filter_map(|(_, a)| section_of(a)).collect();
+    let mut sections: Vec<String> = all.iter().filter_map(|a| section_of(a)).collect();
     sections.sort();
     sections.dedup();
     let mut out = Vec::new();
@@ -107,20 +107,20 @@ pub fn from_str(cmds: &[&Command], target: &Command, file: &str, text: &str) -> 
         }
         for (key, value) in body {
             let field = format!("{section}.{key}");
-            let found = all.iter().find(|(_, a)| a.get_id() == key.as_str());
-            let (_owner, arg) = match found {
-                Some((c, a)) if section_of(a).as_deref() == Some(section) => (*c, *a),
+            let found = all.iter().find(|a| a.get_id() == key.as_str());
+            let arg = match found {
+                Some(a) if section_of(a).as_deref() == Some(section) => *a,
                 Some(a) => {
                     return Err(ConfigError(format!(
                         "config {file}: field `{key}` belongs in [{}], not [{section}]",
-                        section_of(a.1).unwrap_or_default()
+                        section_of(a).unwrap_or_default()
                     )))
                 }
                 None => {
                     let names: Vec<String> = all
                         .iter()
-                        .filter(|(_, a)| section_of(a).as_deref() == Some(section))
-                        .map(|(_, a)| a.get_id().to_string())
+                        .filter(|a| section_of(a).as_deref() == Some(section))
+                        .map(|a| a.get_id().to_string())
                         .collect();
                     return Err(ConfigError(format!(
                         "config {file}: unknown field `{field}`; fields allowed in [{section}]: {}",
@@ -233,7 +233,7 @@ pub fn effective(cmds: &[&Command], file_args: &[OsString]) -> String {
             })
         })
         .collect();
-    let sections: Vec<String> = all.iter().filter_map(|(_, a)| section_of(a)).collect();
+    let sections: Vec<String> = all.iter().filter_map(|a| section_of(a)).collect();
     let mut seen = Vec::new();
     let mut s = String::new();
     for sec in sections {
@@ -242,7 +242,7 @@ pub fn effective(cmds: &[&Command], file_args: &[OsString]) -> String {
         }
         seen.push(sec.clone());
         s.push_str(&format!("[{sec}]\n"));
-        for (_, a) in all.iter().filter(|(_, a)| section_of(a).as_deref() == Some(sec.as_str())) {
+        for a in all.iter().filter(|a| section_of(a).as_deref() == Some(sec.as_str())) {
             let long = a.get_long().unwrap_or_default();
             let from_file = given.iter().find(|(k, _)| k == long).map(|(_, v)| v.clone());
             let is_flag = matches!(a.get_action(), ArgAction::SetTrue);

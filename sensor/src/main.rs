@@ -14,7 +14,7 @@ use wirefold_sensor::capture::pcap::PcapFile;
 use wirefold_sensor::cli::{parse_timeout, Timeout};
 use wirefold_sensor::config;
 use wirefold_sensor::flow::{EndReason, FinishedFlow, FlowConfig};
-use wirefold_sensor::live::{Capture, LiveConfig, Mode, ThreadCounters};
+use wirefold_sensor::live::{Capture, LiveConfig, LiveResult, Mode, ThreadCounters};
 use wirefold_sensor::metrics::SensorMetrics;
 use wirefold_sensor::output::{ExportOptions, ExportReport, Exporter};
 use wirefold_sensor::pipeline::{Pipeline, Summary};
@@ -558,7 +558,7 @@ fn capture(a: CaptureArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let signals = Signals::install()?;
-    let Outputs { writer, mut core, db } = match outputs_or_exit(&a.output, true) {
+    let Outputs { writer, core, db } = match outputs_or_exit(&a.output, true) {
         Ok(o) => o,
         Err(code) => return Ok(code),
     };
@@ -586,12 +586,8 @@ fn capture(a: CaptureArgs) -> anyhow::Result<ExitCode> {
     status_until_done(&runner, &counters, a.status_interval);
     let (res, writer) = runner.join().map_err(|_| anyhow::anyhow!("capture thread panicked"))?;
     let top = writer.finish().context("writing flows")?;
-    let mut summary = Summary::new(1, &res.decode, &res.flows, Vec::new(), started.elapsed().as_secs_f64());
-    summary.live = Some(res.live);
-    report(&a.output, &top, &mut summary)?;
-    finish_core(core.as_mut(), db, &a.output.sensor_id);
-    linger(metrics, a.linger, &signals);
-    drop(core);
+    let mut summary = live_summary(res, started);
+    finish_run(&a.output, &top, &mut summary, Running { core, db, metrics }, a.linger, &signals)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -652,7 +648,7 @@ fn humantime_secs(ns: u64) -> String {
 
 fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     let signals = Signals::install()?;
-    let Outputs { writer, mut core, db } = match outputs_or_exit(&a.output, false) {
+    let Outputs { writer, core, db } = match outputs_or_exit(&a.output, false) {
         Ok(o) => o,
         Err(code) => return Ok(code),
     };
@@ -714,10 +710,7 @@ fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     let top = writer.finish().context("writing flows")?;
     let mut summary =
         Summary::new(files, &pipe.decoder.stats, &pipe.table.stats, errors, started.elapsed().as_secs_f64());
-    report(&a.output, &top, &mut summary)?;
-    finish_core(core.as_mut(), db, &a.output.sensor_id);
-    linger(metrics, a.linger, &signals);
-    drop(core);
+    finish_run(&a.output, &top, &mut summary, Running { core, db, metrics }, a.linger, &signals)?;
     Ok(if summary.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
@@ -820,7 +813,7 @@ fn capture_dpdk(a: CaptureArgs) -> anyhow::Result<ExitCode> {
     };
     let signals = Signals::install()?;
     let stop = signals.stop.clone();
-    let Outputs { writer, mut core, db } = match outputs_or_exit(&a.output, true) {
+    let Outputs { writer, core, db } = match outputs_or_exit(&a.output, true) {
         Ok(o) => o,
         Err(code) => return Ok(code),
     };
@@ -853,13 +846,42 @@ fn capture_dpdk(a: CaptureArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    let mut summary = live_summary(res, started);
+    finish_run(&a.output, &top, &mut summary, Running { core, db, metrics }, a.linger, &signals)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The summary of a live capture run.
+fn live_summary(res: LiveResult, started: Instant) -> Summary {
     let mut summary = Summary::new(1, &res.decode, &res.flows, Vec::new(), started.elapsed().as_secs_f64());
     summary.live = Some(res.live);
-    report(&a.output, &top, &mut summary)?;
-    finish_core(core.as_mut(), db, &a.output.sensor_id);
-    linger(metrics, a.linger, &signals);
+    summary
+}
+
+/// What a sensor run keeps running until its end: an embedded core (and
+/// where its database is) and the metrics server.
+struct Running {
+    core: Option<wirefold_core::CoreHandle>,
+    db: Option<PathBuf>,
+    metrics: Option<MetricsServer>,
+}
+
+/// The end of every sensor run: print the summary, stop an embedded core
+/// and say where its data is, keep `/metrics` up for `--linger`.
+fn finish_run(
+    o: &OutputArgs,
+    top: &ExportReport,
+    summary: &mut Summary,
+    run: Running,
+    how_long: Option<Timeout>,
+    signals: &Signals,
+) -> anyhow::Result<()> {
+    let Running { mut core, db, metrics } = run;
+    report(o, top, summary)?;
+    finish_core(core.as_mut(), db, &o.sensor_id);
+    linger(metrics, how_long, signals);
     drop(core);
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// Stop an embedded core from serving (after the stream has drained; its
@@ -941,12 +963,13 @@ fn run_core(a: CoreArgs) -> anyhow::Result<ExitCode> {
     let c = h.counters.clone();
     h.stop();
     drop(metrics);
+    let t = c.totals();
     eprintln!(
         "wirefold core: stopped; {} batches committed ({} flows), {} duplicates, {} rejected, {} unauthenticated streams",
-        c.committed.load(Relaxed),
-        c.flows.load(Relaxed),
-        c.duplicates.load(Relaxed),
-        c.rejected.load(Relaxed),
+        t.committed,
+        t.flows,
+        t.duplicate,
+        t.rejected,
         c.unauthenticated.load(Relaxed)
     );
     Ok(ExitCode::SUCCESS)

@@ -182,7 +182,6 @@ impl Stage {
         let embedded = match self.o.embedder.as_mut() {
             Some(e) => {
                 e.embed(&self.rows, &mut self.emb, &mut self.scores).map_err(std::io::Error::other)?;
-                self.report.embedded += batch.len() as u64;
                 self.counters.embedded.fetch_add(batch.len() as u64, Relaxed);
                 self.counters.embed_batches.fetch_add(1, Relaxed);
                 self.counters.embed_latency.record(embed_start.elapsed());
@@ -282,8 +281,6 @@ impl Stage {
             self.merge_latency();
         }
         let buf = self.builder.build(&meta, &self.pending);
-        self.report.batches += 1;
-        self.report.batch_bytes += buf.len() as u64;
         self.counters.batches.fetch_add(1, Relaxed);
         self.counters.batch_bytes.fetch_add(buf.len() as u64, Relaxed);
         if let Some(w) = self.o.batches.as_mut() {
@@ -303,6 +300,10 @@ impl Stage {
         }
         keep_top(&mut self.best, self.o.top);
         self.report.top = std::mem::take(&mut self.best);
+        // The report's totals are the published counters: one count, two readers.
+        self.report.embedded = self.counters.embedded.load(Relaxed);
+        self.report.batches = self.counters.batches.load(Relaxed);
+        self.report.batch_bytes = self.counters.batch_bytes.load(Relaxed);
         if let Some(s) = self.o.stream.take() {
             let c = s.counters.clone();
             let r = s.finish();

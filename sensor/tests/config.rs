@@ -192,10 +192,8 @@ fn a_core_runs_from_its_configuration_file() {
         }
     }
     let addr: std::net::SocketAddr = metrics.unwrap().parse().unwrap();
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut s, &mut text).unwrap();
+    let (status, text) = http_get(addr, "/metrics");
+    assert_eq!(status, 200);
     assert!(text.contains("wirefold_core_queue_capacity 7"), "queue = 7 came from the file: {text}");
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     assert!(child.wait().unwrap().success());

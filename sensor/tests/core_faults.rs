@@ -14,10 +14,6 @@ use std::time::{Duration, Instant};
 
 const TOKEN: &str = "edge-1-secret-token";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 struct Core(Child);
 
 impl Core {

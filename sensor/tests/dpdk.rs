@@ -148,7 +148,7 @@ fn dpdk_errors_are_clear_and_exit_2() {
 
 #[test]
 fn dpdk_port_counters_reach_metrics() {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufRead, BufReader};
     let f = pcap("zeek__workshop_2011_browse.pcap");
     let dir = scratch("dpdk-metrics");
     let sum = dir.join("summary.json");
@@ -175,14 +175,12 @@ fn dpdk_port_counters_reach_metrics() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let mut s = std::net::TcpStream::connect(&addr).unwrap();
-    write!(s, "GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
+    let (status, text) = http_get(addr.parse().unwrap(), "/metrics");
+    assert_eq!(status, 200);
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     assert!(child.wait().unwrap().success());
     let summary: Value = serde_json::from_slice(&std::fs::read(&sum).unwrap()).unwrap();
-    let m = parse_metrics(text.split_once("\r\n\r\n").unwrap().1);
+    let m = parse_metrics(&text);
     let d = &summary["live"]["dpdk"];
     assert!(d["ipackets"].as_f64().unwrap() > 100.0, "{summary}");
     assert_eq!(metric_sum(&m, "wirefold_dpdk_ipackets_total", &[("port", "0")]), d["ipackets"].as_f64().unwrap());

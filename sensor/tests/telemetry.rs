@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -79,17 +79,6 @@ impl Drop for Proc {
 fn nix_kill(pid: u32, sig: i32) -> i32 {
     // SAFETY: kill(2) on a child of this test process.
     unsafe { libc::kill(pid as i32, sig) }
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
 }
 
 fn promtool_check(text: &str) {
@@ -301,10 +290,6 @@ fn core_metrics_count_batches_by_sensor_and_result() {
         stderr.contains(&format!("{} batches committed ({} flows)", batches as u64, s["flows_total"])),
         "the core's last line agrees with its metrics:\n{stderr}"
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn urlencode(s: &str) -> String {
