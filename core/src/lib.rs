@@ -1,21 +1,27 @@
 //! The Wirefold core: gRPC ingest of FlowBatches from sensors.
 //!
 //! ```text
-//! stream ─► authenticate ─► verify ─► rate law ─► bounded queue ─► store (one SQLite transaction per batch)
-//!  (per sensor)  bearer token   FlatBuffers   token bucket   backpressure      flows + the sensor's last seq
+//! stream ─► authenticate ─► checksum + verify ─► validate ─► rate law ─► bounded queue ─► store
+//!  (one per sensor)  bearer token   CRC-32C, FlatBuffers  semantic rules  token bucket    backpressure   one SQLite transaction per batch:
+//!                                                                       (per sensor)                   flows, digest, last seq
 //! ```
-//! A batch and its sequence number commit together, so a resent batch
-//! changes nothing: every flow is stored exactly once across crashes and
-//! reconnects. A full queue withholds acks (the sensor's window fills and it
-//! backs off); memory stays bounded and nothing is dropped.
+//! A batch, its digest and its sequence number commit together, so a
+//! resent batch changes nothing and a resend with other content is refused:
+//! every flow is stored exactly once across crashes and reconnects. A full
+//! queue withholds acks (the sensor's window fills and it backs off); a
+//! failing store is retried and then answered `UNAVAILABLE` (the sensor
+//! keeps the batch); memory stays bounded and nothing is dropped.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod listen;
+pub mod rate;
 pub mod service;
 pub mod store;
 pub mod telemetry;
 pub mod tokens;
+pub mod validate;
 
-pub use service::{serve, CoreConfig, CoreCounters, CoreHandle, SensorCounts};
+pub use service::{serve, CoreConfig, CoreCounters, CoreHandle, SensorCounts, ServeError};
 pub use store::Store;
-pub use tokens::Tokens;
+pub use tokens::{Tokens, TokensError};

@@ -1,19 +1,44 @@
-//! The gRPC service: authenticate, verify, rate law, bounded queue, store.
-use crate::store::{Store, Stored};
+//! The gRPC service: authenticate, checksum and verify, validate, rate law,
+//! bounded queue, store.
+//!
+//! Failure rules (see `docs/operations.md`, "Limits and failure behaviour"):
+//! - a refusal that is the batch's fault (corrupt, malformed, invalid, a
+//!   sequence number out of discipline) is answered with a rejection that
+//!   names the reason; the stream goes on;
+//! - a store error is the core's fault: the store retries with backoff,
+//!   logging and counting; if it keeps failing the batch is answered
+//!   `UNAVAILABLE` and the stream ends, so the sensor keeps the batch and
+//!   resends it after reconnecting;
+//! - one live stream per sensor: a new stream fences (closes) the older one.
+use crate::listen::{ListenCounters, ListenLimits};
+use crate::rate::{Rate, RateLaw};
+use crate::store::{Refusal, Store, StoreError, Stored, SEQ_LIMIT};
 use crate::telemetry::{Exposition, Latency};
-use crate::tokens::Tokens;
-use std::collections::BTreeMap;
+use crate::tokens::{Tokens, MAX_SENSOR_ID};
+use crate::validate::validate;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 use wirefold_schema::rpc::ingest::ingest_server::{Ingest, IngestServer};
 use wirefold_schema::rpc::{Ack, FlowBatchBytes};
-use wirefold_schema::{read_batch, FlowRec, MAX_BATCH_BYTES};
+use wirefold_schema::{read_batch, FlowRec, SchemaError, MAX_BATCH_BYTES};
+
+/// Longest refusal reason sent to a sensor, in bytes (longer ones are cut).
+pub const MAX_REASON: usize = 256;
+/// Answers queued per stream for a sensor that does not read them; beyond
+/// it the stream stops reading batches (memory per stream stays bounded).
+pub const ACKS_PER_STREAM: usize = 64;
+/// Concurrent HTTP/2 streams per connection.
+pub const STREAMS_PER_CONNECTION: u32 = 4;
+/// Largest HTTP/2 header list accepted (bytes).
+pub const MAX_HEADER_LIST: u32 = 16 << 10;
 
 /// Core settings.
 #[derive(Debug, Clone)]
@@ -37,6 +62,23 @@ pub struct CoreConfig {
     pub store_delay: Option<Duration>,
     /// TLS certificate chain and private key (PEM); `None` serves plain HTTP/2.
     pub tls: Option<(Vec<u8>, Vec<u8>)>,
+    /// Serve plain text (bearer tokens in the clear) on a non-loopback address.
+    pub allow_plaintext: bool,
+    /// Connection limits of the gRPC port.
+    pub limits: ListenLimits,
+    /// HTTP/2 keepalive ping interval (a peer that does not answer within
+    /// 10 s more is closed).
+    pub keepalive: Duration,
+    /// How long the store retries a failing write before it answers
+    /// `UNAVAILABLE` (the sensor keeps the batch and resends it).
+    pub store_retry_for: Duration,
+}
+
+/// Default connection cap: three quarters of the descriptor limit (the rest
+/// is for the database, the metrics port and the runtime), at most 4,096.
+pub fn default_max_connections() -> usize {
+    let fds = crate::listen::descriptor_limit().unwrap_or(1024);
+    ((fds as usize).saturating_mul(3) / 4).saturating_sub(32).clamp(8, 4096)
 }
 
 impl CoreConfig {
@@ -52,6 +94,14 @@ impl CoreConfig {
             max_message: MAX_BATCH_BYTES,
             store_delay: None,
             tls: None,
+            allow_plaintext: false,
+            limits: ListenLimits {
+                max_connections: default_max_connections(),
+                handshake_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(60),
+            },
+            keepalive: Duration::from_secs(20),
+            store_retry_for: Duration::from_secs(30),
         }
     }
 }
@@ -67,11 +117,21 @@ pub struct CoreCounters {
     pub streams_open: AtomicU64,
     /// Queue capacity (batches).
     pub queue_capacity: AtomicU64,
+    /// Store writes that failed (each attempt; they are retried).
+    pub store_errors: AtomicU64,
+    /// Streams closed because a newer stream of the same sensor opened.
+    pub fenced: AtomicU64,
+    /// 1 when serving plain text on a non-loopback address (`--allow-plaintext`).
+    pub plaintext: AtomicU64,
     /// Per sensor: batches by result, flows committed, rate-law waits (see
     /// [`CoreCounters::totals`] for all sensors together).
     pub per_sensor: Mutex<BTreeMap<Arc<str>, SensorCounts>>,
+    /// Refused batches by sensor and reason.
+    pub refusals: Mutex<BTreeMap<(Arc<str>, &'static str), u64>>,
     /// Store transaction time (one per batch).
     pub store_latency: Latency,
+    /// The gRPC listener's counters.
+    pub listen: Arc<ListenCounters>,
 }
 
 /// One sensor's counts at the core.
@@ -81,9 +141,9 @@ pub struct SensorCounts {
     pub committed: u64,
     /// Resent batches that were already stored.
     pub duplicate: u64,
-    /// Batches refused (verification, sensor mismatch).
+    /// Batches refused (their own fault; see [`CoreCounters::refusals`]).
     pub rejected: u64,
-    /// Batches the store failed to write (the sensor resends them).
+    /// Batches the store could not write in time (answered `UNAVAILABLE`; the sensor resends them).
     pub failed: u64,
     /// Flows committed.
     pub flows: u64,
@@ -93,16 +153,41 @@ pub struct SensorCounts {
     pub last_seen_unix: u64,
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
+
+/// Refusal reasons, as metric labels.
+pub const REFUSAL_REASONS: [&str; 10] = [
+    "corrupt",
+    "malformed",
+    "version",
+    "sensor_mismatch",
+    "seq_range",
+    "seq_too_far",
+    "seq_conflict",
+    "seq_order",
+    "invalid_flow",
+    "too_large",
+];
 
 impl CoreCounters {
     fn sensor(&self, sensor: &Arc<str>, f: impl FnOnce(&mut SensorCounts)) {
         let mut m = self.per_sensor.lock().unwrap_or_else(|p| p.into_inner());
         let e = m.entry(sensor.clone()).or_default();
-        e.last_seen_unix = unix_now();
+        e.last_seen_unix = unix_now_ns() / 1_000_000_000;
         f(e);
+    }
+
+    fn refused(&self, sensor: &Arc<str>, reason: &'static str) {
+        self.sensor(sensor, |c| c.rejected += 1);
+        *self.refusals.lock().unwrap_or_else(|p| p.into_inner()).entry((sensor.clone(), reason)).or_default() += 1;
+    }
+
+    /// Refused batches of one reason, over all sensors.
+    pub fn refusals_of(&self, reason: &str) -> u64 {
+        let m = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter().filter(|((_, r), _)| *r == reason).map(|(_, v)| v).sum()
     }
 
     /// The per-sensor counts summed over all sensors (`last_seen_unix` is the latest).
@@ -123,7 +208,7 @@ impl CoreCounters {
     pub fn exposition(&self) -> Exposition {
         let mut e = Exposition::new();
         let per = self.per_sensor.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        const BATCHES: &str = "Batches received, by sensor and result (committed, duplicate = a resend already stored, rejected = refused with a reason, failed = store error, resent later).";
+        const BATCHES: &str = "Batches received, by sensor and result (committed, duplicate = a resend already stored, rejected = refused with a reason, failed = store error, answered UNAVAILABLE and resent later).";
         for (sensor, c) in &per {
             for (result, v) in
                 [("committed", c.committed), ("duplicate", c.duplicate), ("rejected", c.rejected), ("failed", c.failed)]
@@ -133,6 +218,21 @@ impl CoreCounters {
         }
         if per.is_empty() {
             e.counter("wirefold_core_batches_total", BATCHES, &[("sensor", ""), ("result", "committed")], 0.0);
+        }
+        const REFUSED: &str = "Batches refused as their own fault, by sensor and reason (corrupt = checksum, malformed = verifier, seq_* = sequence discipline, invalid_flow = a semantic rule).";
+        let refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for reason in REFUSAL_REASONS {
+            if !refusals.keys().any(|(_, r)| *r == reason) {
+                e.counter("wirefold_core_refused_batches_total", REFUSED, &[("sensor", ""), ("reason", reason)], 0.0);
+            }
+        }
+        for ((sensor, reason), v) in &refusals {
+            e.counter(
+                "wirefold_core_refused_batches_total",
+                REFUSED,
+                &[("sensor", sensor), ("reason", reason)],
+                *v as f64,
+            );
         }
         for (sensor, c) in &per {
             e.counter(
@@ -159,6 +259,21 @@ impl CoreCounters {
             "Streams refused for a missing or unknown bearer token.",
             &self.unauthenticated,
         );
+        e.counter_of(
+            "wirefold_core_store_errors_total",
+            "Store writes that failed (each attempt; the store retries, then answers UNAVAILABLE so the sensor resends).",
+            &self.store_errors,
+        );
+        e.counter_of(
+            "wirefold_core_fenced_streams_total",
+            "Streams closed because a newer stream of the same sensor opened (two sensors sharing a token show here).",
+            &self.fenced,
+        );
+        e.gauge_of(
+            "wirefold_core_plaintext",
+            "1 when serving plain text on a non-loopback address (--allow-plaintext): bearer tokens travel in the clear.",
+            &self.plaintext,
+        );
         e.gauge_of("wirefold_core_queue_depth", "Batches waiting for the store right now.", &self.queue_depth);
         e.gauge_of(
             "wirefold_core_queue_capacity",
@@ -166,6 +281,7 @@ impl CoreCounters {
             &self.queue_capacity,
         );
         e.gauge_of("wirefold_core_streams", "Sensor streams open right now.", &self.streams_open);
+        listen_exposition(&mut e, "grpc", &self.listen);
         e.summary(
             "wirefold_core_store_seconds",
             "Store transaction time per batch (quantiles over the last 1-2 minutes).",
@@ -176,47 +292,171 @@ impl CoreCounters {
     }
 }
 
+/// A listener's counters as metric families, labelled `port`.
+pub fn listen_exposition(e: &mut Exposition, port: &str, c: &ListenCounters) {
+    let l = [("port", port)];
+    e.counter("wirefold_listen_accepted_total", "Connections accepted, by port.", &l, c.accepted.load(Relaxed) as f64);
+    e.counter(
+        "wirefold_listen_refused_total",
+        "Connections closed at once because the port's connection cap was reached.",
+        &l,
+        c.refused.load(Relaxed) as f64,
+    );
+    e.counter(
+        "wirefold_listen_accept_errors_total",
+        "Accept calls that failed (EMFILE: out of descriptors); the accept loop backs off.",
+        &l,
+        c.accept_errors.load(Relaxed) as f64,
+    );
+    e.counter(
+        "wirefold_listen_timed_out_total",
+        "Connections closed by the handshake or idle timeout.",
+        &l,
+        c.timed_out.load(Relaxed) as f64,
+    );
+    e.gauge("wirefold_listen_connections", "Connections open now, by port.", &l, c.open.load(Relaxed) as f64);
+}
+
+/// Cut a reason to [`MAX_REASON`] bytes (on a character boundary).
+pub fn truncate_reason(mut s: String) -> String {
+    if s.len() > MAX_REASON {
+        let mut cut = MAX_REASON - 3;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
+}
+
+/// A stream's cancellation: fenced by a newer stream, or ended by a store
+/// that keeps failing. The store thread skips batches of a cancelled stream.
+#[derive(Debug)]
+struct Cancel {
+    flag: AtomicBool,
+    tx: watch::Sender<Option<Status>>,
+}
+
+impl Cancel {
+    fn new() -> Arc<Self> {
+        Arc::new(Cancel { flag: AtomicBool::new(false), tx: watch::channel(None).0 })
+    }
+    fn cancel(&self, why: Status) {
+        if !self.flag.swap(true, Relaxed) {
+            self.tx.send_replace(Some(why));
+        }
+    }
+    fn is_cancelled(&self) -> bool {
+        self.flag.load(Relaxed)
+    }
+    /// Resolves with the reason once cancelled.
+    async fn cancelled(&self) -> Status {
+        let mut rx = self.tx.subscribe();
+        let why = match rx.wait_for(|v| v.is_some()).await {
+            Ok(v) => v.clone(),
+            Err(_) => None,
+        };
+        why.unwrap_or_else(|| Status::aborted("stream cancelled"))
+    }
+}
+
+/// The store's answer about one batch.
+enum Outcome {
+    Stored(Stored),
+    Refused(Refusal),
+    /// The store kept failing: the sensor must resend.
+    Unavailable(String),
+    /// The stream was cancelled before the batch was stored.
+    Skipped,
+}
+
 enum StoreMsg {
-    Store { sensor: Arc<str>, seq: u64, flows: Vec<FlowRec>, done: oneshot::Sender<Result<Stored, String>> },
-    LastSeq { sensor: Arc<str>, done: oneshot::Sender<Result<u64, String>> },
+    Store {
+        sensor: Arc<str>,
+        seq: u64,
+        digest: [u8; 32],
+        flows: Vec<FlowRec>,
+        cancel: Arc<Cancel>,
+        done: oneshot::Sender<Outcome>,
+    },
+    LastSeq {
+        sensor: Arc<str>,
+        done: oneshot::Sender<Result<u64, String>>,
+    },
+}
+
+struct Slot {
+    id: u64,
+    cancel: Arc<Cancel>,
+    peer: String,
 }
 
 struct Svc {
     tokens: Tokens,
     store: mpsc::Sender<StoreMsg>,
     counters: Arc<CoreCounters>,
-    rate: Option<(f64, f64)>,
+    rate: Option<Arc<Mutex<RateLaw>>>,
+    streams: Arc<Mutex<HashMap<Arc<str>, Slot>>>,
+    next_stream: AtomicU64,
+    epoch: Instant,
 }
 
 enum Pending {
-    Commit(u64, oneshot::Receiver<Result<Stored, String>>),
+    Commit(u64, oneshot::Receiver<Outcome>),
     Now(Ack),
-}
-
-struct Bucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    /// Take `n` tokens, waiting as long as the rate law says. Returns whether it waited.
-    async fn take(&mut self, n: f64) -> bool {
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
-        self.at = now;
-        self.tokens -= n;
-        if self.tokens >= 0.0 {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_secs_f64(-self.tokens / self.rate)).await;
-        true
-    }
 }
 
 fn bearer(req: &Request<Streaming<FlowBatchBytes>>) -> Option<&str> {
     req.metadata().get("authorization")?.to_str().ok()?.strip_prefix("Bearer ")
+}
+
+/// Check one message: returns the batch to store, or the rejection.
+fn admit(
+    sensor: &Arc<str>,
+    bytes: &[u8],
+    now_ns: u64,
+    counters: &CoreCounters,
+) -> Result<(u64, [u8; 32], Vec<FlowRec>), Ack> {
+    let refuse = |seq: u64, reason: &'static str, code: Code, msg: String| {
+        counters.refused(sensor, reason);
+        Ack::rejected(seq, code, truncate_reason(msg))
+    };
+    let (meta, flows) = read_batch(bytes).map_err(|e| {
+        let reason = match e {
+            SchemaError::Corrupt(_) => "corrupt",
+            SchemaError::Version { .. } => "version",
+            SchemaError::TooLarge(_) => "too_large",
+            SchemaError::Invalid(_) | SchemaError::Time(_) => "malformed",
+        };
+        refuse(0, reason, Code::InvalidArgument, e.to_string())
+    })?;
+    if *meta.sensor_id != **sensor {
+        let named = if meta.sensor_id.len() <= MAX_SENSOR_ID {
+            format!("'{}'", meta.sensor_id)
+        } else {
+            format!("an id of {} bytes (the limit is {MAX_SENSOR_ID})", meta.sensor_id.len())
+        };
+        return Err(refuse(
+            meta.seq,
+            "sensor_mismatch",
+            Code::PermissionDenied,
+            format!("batch names sensor {named}, but the token is for '{sensor}'"),
+        ));
+    }
+    if meta.seq == 0 || meta.seq >= SEQ_LIMIT {
+        return Err(refuse(
+            meta.seq,
+            "seq_range",
+            Code::OutOfRange,
+            format!("sequence number {} is outside 1..2^63", meta.seq),
+        ));
+    }
+    if let Err(e) = validate(&flows, now_ns) {
+        return Err(refuse(meta.seq, "invalid_flow", Code::InvalidArgument, format!("batch {}: {e}", meta.seq)));
+    }
+    let digest: [u8; 32] = Sha256::digest(bytes).into();
+    Ok((meta.seq, digest, flows))
 }
 
 #[tonic::async_trait]
@@ -238,63 +478,90 @@ impl Ingest for Svc {
                 return Err(Status::unauthenticated("unknown token"));
             }
         };
+        let peer = req.remote_addr().map_or_else(|| "?".to_string(), |a| a.to_string());
+        // One live stream per sensor: this one fences the older.
+        let id = self.next_stream.fetch_add(1, Relaxed);
+        let cancel = Cancel::new();
+        {
+            let mut m = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(old) = m.insert(sensor.clone(), Slot { id, cancel: cancel.clone(), peer: peer.clone() }) {
+                self.counters.fenced.fetch_add(1, Relaxed);
+                eprintln!(
+                    "wirefold core: sensor '{sensor}' opened a stream from {peer} while one from {} was open: closing the older (two sensors sharing one token?)",
+                    old.peer
+                );
+                old.cancel
+                    .cancel(Status::aborted(format!("superseded by a newer stream for sensor '{sensor}' from {peer}")));
+            }
+        }
+        // Queued behind every batch of the fenced stream: the resume point
+        // counts what it stored, and its later batches are skipped.
         let (done, rx) = oneshot::channel();
         self.store
             .send(StoreMsg::LastSeq { sensor: sensor.clone(), done })
             .await
             .map_err(|_| Status::unavailable("store stopped"))?;
-        let resume = rx.await.map_err(|_| Status::unavailable("store stopped"))?.map_err(Status::internal)?;
+        let resume = rx
+            .await
+            .map_err(|_| Status::unavailable("store stopped"))?
+            .map_err(|e| Status::unavailable(truncate_reason(format!("store failed: {e}; retry"))))?;
         self.counters.sensor(&sensor, |_| {});
         let mut inbound = req.into_inner();
-        let (out_tx, out_rx) = mpsc::channel::<Result<Ack, Status>>(256);
+        let (out_tx, out_rx) = mpsc::channel::<Result<Ack, Status>>(ACKS_PER_STREAM);
         let _ = out_tx.send(Ok(Ack::resume(resume))).await;
-        let (pend_tx, mut pend_rx) = mpsc::channel::<Pending>(256);
+        let (pend_tx, mut pend_rx) = mpsc::channel::<Pending>(ACKS_PER_STREAM);
         let store = self.store.clone();
         let counters = self.counters.clone();
-        let mut bucket = self.rate.map(|(rate, burst)| Bucket { rate, burst, tokens: burst, at: Instant::now() });
-        let ack_sensor = sensor.clone();
-        // Reader: verify, rate law, queue for the store (waiting when it is full).
+        let rate = self.rate.clone();
+        let epoch = self.epoch;
+        let reader_sensor = sensor.clone();
+        let reader_cancel = cancel.clone();
+        // Reader: check, rate law, queue for the store (waiting when it is full).
         let reader_out = out_tx.clone();
         tokio::spawn(async move {
+            let sensor = reader_sensor;
+            let cancel = reader_cancel;
             loop {
-                let msg = match inbound.message().await {
-                    Ok(Some(m)) => m,
-                    Ok(None) => break,
-                    Err(status) => {
-                        // Oversize or broken framing: the stream cannot go on.
-                        let _ = reader_out.send(Err(status)).await;
-                        break;
-                    }
+                let msg = tokio::select! {
+                    m = inbound.message() => match m {
+                        Ok(Some(m)) => m,
+                        Ok(None) => break,
+                        Err(status) => {
+                            // Oversize or broken framing: the stream cannot go on.
+                            let _ = reader_out.send(Err(status)).await;
+                            break;
+                        }
+                    },
+                    _ = cancel.cancelled() => break,
                 };
-                let p = match read_batch(&msg.0) {
-                    Err(e) => {
-                        counters.sensor(&sensor, |c| c.rejected += 1);
-                        Pending::Now(Ack::rejected(0, Code::InvalidArgument, e.to_string()))
-                    }
-                    Ok((meta, _)) if *meta.sensor_id != *sensor => {
-                        counters.sensor(&sensor, |c| c.rejected += 1);
-                        Pending::Now(Ack::rejected(
-                            meta.seq,
-                            Code::PermissionDenied,
-                            format!("batch names sensor '{}', but the token is for '{sensor}'", meta.sensor_id),
-                        ))
-                    }
-                    Ok((meta, flows)) => {
-                        if let Some(b) = bucket.as_mut() {
-                            if b.take(flows.len() as f64).await {
+                let p = match admit(&sensor, &msg.0, unix_now_ns(), &counters) {
+                    Err(ack) => Pending::Now(ack),
+                    Ok((seq, digest, flows)) => {
+                        if let Some(law) = &rate {
+                            let now = epoch.elapsed().as_nanos() as u64;
+                            let wait = law.lock().unwrap_or_else(|p| p.into_inner()).charge(&sensor, flows.len(), now);
+                            if !wait.is_zero() {
                                 counters.sensor(&sensor, |c| c.rate_waits += 1);
+                                tokio::select! {
+                                    _ = tokio::time::sleep(wait) => {}
+                                    _ = cancel.cancelled() => break,
+                                }
                             }
                         }
                         let (done, rx) = oneshot::channel();
                         counters.queue_depth.fetch_add(1, Relaxed);
-                        if store
-                            .send(StoreMsg::Store { sensor: sensor.clone(), seq: meta.seq, flows, done })
-                            .await
-                            .is_err()
-                        {
+                        let m = StoreMsg::Store {
+                            sensor: sensor.clone(),
+                            seq,
+                            digest,
+                            flows,
+                            cancel: cancel.clone(),
+                            done,
+                        };
+                        if store.send(m).await.is_err() {
                             break;
                         }
-                        Pending::Commit(meta.seq, rx)
+                        Pending::Commit(seq, rx)
                     }
                 };
                 if pend_tx.send(p).await.is_err() {
@@ -305,25 +572,58 @@ impl Ingest for Svc {
         // Acker: answer in order, each once its batch is durable.
         let counters = self.counters.clone();
         counters.streams_open.fetch_add(1, Relaxed);
+        let streams = self.streams.clone();
         tokio::spawn(async move {
-            let _open = OpenStream(counters.clone());
-            while let Some(p) = pend_rx.recv().await {
+            let _open = OpenStream { counters: counters.clone(), streams, sensor: sensor.clone(), id };
+            loop {
+                let p = tokio::select! {
+                    p = pend_rx.recv() => match p {
+                        Some(p) => p,
+                        None => {
+                            if cancel.is_cancelled() {
+                                let _ = out_tx.send(Err(cancel.cancelled().await)).await;
+                            }
+                            break;
+                        }
+                    },
+                    why = cancel.cancelled() => {
+                        let _ = out_tx.send(Err(why)).await;
+                        break;
+                    }
+                };
                 let ack = match p {
                     Pending::Now(a) => a,
                     Pending::Commit(seq, rx) => match rx.await {
-                        Ok(Ok(Stored::Committed(s))) => {
-                            counters.sensor(&ack_sensor, |c| c.committed += 1);
+                        Ok(Outcome::Stored(Stored::Committed(s))) => {
+                            counters.sensor(&sensor, |c| c.committed += 1);
                             Ack::durable(s)
                         }
-                        Ok(Ok(Stored::Duplicate(s))) => {
-                            counters.sensor(&ack_sensor, |c| c.duplicate += 1);
+                        Ok(Outcome::Stored(Stored::Duplicate(s))) => {
+                            counters.sensor(&sensor, |c| c.duplicate += 1);
                             Ack::durable(s)
                         }
-                        Ok(Err(e)) => {
-                            counters.sensor(&ack_sensor, |c| c.failed += 1);
-                            Ack::rejected(seq, Code::Internal, e)
+                        Ok(Outcome::Refused(r)) => {
+                            let (reason, code) = match r {
+                                Refusal::TooFarAhead { .. } => ("seq_too_far", Code::OutOfRange),
+                                Refusal::Conflict { .. } => ("seq_conflict", Code::AlreadyExists),
+                                Refusal::OutOfOrder { .. } => ("seq_order", Code::FailedPrecondition),
+                            };
+                            counters.refused(&sensor, reason);
+                            eprintln!("wirefold core: ALARM: sensor '{sensor}' batch {seq} refused: {r}");
+                            Ack::rejected(seq, code, truncate_reason(r.to_string()))
                         }
-                        Err(_) => break,
+                        Ok(Outcome::Unavailable(why)) => {
+                            counters.sensor(&sensor, |c| c.failed += 1);
+                            let _ = out_tx.send(Ok(Ack::rejected(seq, Code::Unavailable, why.clone()))).await;
+                            let _ = out_tx.send(Err(Status::unavailable(why))).await;
+                            break;
+                        }
+                        Ok(Outcome::Skipped) | Err(_) => {
+                            // Cancelled: the reason goes out on the next turn.
+                            let why = cancel.cancelled().await;
+                            let _ = out_tx.send(Err(why)).await;
+                            break;
+                        }
                     },
                 };
                 if out_tx.send(Ok(ack)).await.is_err() {
@@ -335,48 +635,150 @@ impl Ingest for Svc {
     }
 }
 
-/// Counts an open stream until dropped.
-struct OpenStream(Arc<CoreCounters>);
+/// Counts an open stream until dropped, and frees its sensor's slot.
+struct OpenStream {
+    counters: Arc<CoreCounters>,
+    streams: Arc<Mutex<HashMap<Arc<str>, Slot>>>,
+    sensor: Arc<str>,
+    id: u64,
+}
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        self.0.streams_open.fetch_sub(1, Relaxed);
+        self.counters.streams_open.fetch_sub(1, Relaxed);
+        let mut m = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        if m.get(&self.sensor).is_some_and(|s| s.id == self.id) {
+            m.remove(&self.sensor);
+        }
     }
 }
 
-fn store_thread(
-    mut store: Store,
-    mut rx: mpsc::Receiver<StoreMsg>,
+struct StoreThread {
+    store: Store,
     counters: Arc<CoreCounters>,
     delay: Option<Duration>,
-) {
-    let mut last_states = Instant::now();
-    while let Some(m) = rx.blocking_recv() {
-        match m {
-            StoreMsg::LastSeq { sensor, done } => {
-                let r = store.touch(&sensor).and_then(|_| store.last_seq(&sensor)).map_err(|e| e.to_string());
-                let _ = done.send(r);
+    retry_for: Duration,
+    stopping: Arc<AtomicBool>,
+    last_error_log: Option<Instant>,
+}
+
+impl StoreThread {
+    /// Store one batch, retrying database errors with backoff (the core's
+    /// fault, never the batch's) for up to `retry_for`.
+    fn store(&mut self, sensor: &Arc<str>, seq: u64, digest: &[u8; 32], flows: &[FlowRec], cancel: &Cancel) -> Outcome {
+        let t_start = Instant::now();
+        let mut backoff = Duration::from_millis(50);
+        let mut attempt = 0u32;
+        loop {
+            if cancel.is_cancelled() {
+                return Outcome::Skipped;
             }
-            StoreMsg::Store { sensor, seq, flows, done } => {
-                if let Some(d) = delay {
-                    std::thread::sleep(d);
+            attempt += 1;
+            let t0 = Instant::now();
+            let r = self.store.store(sensor, seq, digest, flows, unix_now_ns());
+            self.counters.store_latency.record(t0.elapsed());
+            match r {
+                Ok(s) => {
+                    if attempt > 1 {
+                        eprintln!(
+                            "wirefold core: store recovered: sensor '{sensor}' batch {seq} stored after {attempt} attempts ({:.1} s)",
+                            t_start.elapsed().as_secs_f64()
+                        );
+                    }
+                    return Outcome::Stored(s);
                 }
-                let n = flows.len() as u64;
-                let t0 = Instant::now();
-                let r = store.store(&sensor, seq, &flows).map_err(|e| format!("store failed: {e}"));
-                counters.store_latency.record(t0.elapsed());
-                if matches!(r, Ok(Stored::Committed(_))) {
-                    counters.sensor(&sensor, |c| c.flows += n);
+                Err(StoreError::Refused(r)) => return Outcome::Refused(r),
+                Err(StoreError::Db(e)) => {
+                    self.counters.store_errors.fetch_add(1, Relaxed);
+                    let give_up = t_start.elapsed() >= self.retry_for || self.stopping.load(Relaxed);
+                    if attempt == 1
+                        || give_up
+                        || self.last_error_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
+                    {
+                        self.last_error_log = Some(Instant::now());
+                        eprintln!(
+                            "wirefold core: STORE ERROR: sensor '{sensor}' batch {seq}, attempt {attempt}: {e}; {}",
+                            if give_up {
+                                "giving up for now: the sensor is told UNAVAILABLE and resends it"
+                            } else {
+                                "retrying"
+                            }
+                        );
+                    }
+                    if give_up {
+                        return Outcome::Unavailable(truncate_reason(format!(
+                            "store failed: {e}; the batch is not stored: keep it and resend"
+                        )));
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
-                counters.queue_depth.fetch_sub(1, Relaxed);
-                let _ = done.send(r);
             }
-        }
-        if last_states.elapsed() > Duration::from_secs(5) {
-            last_states = Instant::now();
-            let _ = store.update_states(30_000_000_000, 300_000_000_000);
         }
     }
+
+    fn run(mut self, mut rx: mpsc::Receiver<StoreMsg>) {
+        let mut last_states = Instant::now();
+        while let Some(m) = rx.blocking_recv() {
+            match m {
+                StoreMsg::LastSeq { sensor, done } => {
+                    // Recording the contact is best effort; the resume point is not.
+                    let _ = self.store.touch(&sensor);
+                    let _ = done.send(self.store.last_seq(&sensor).map_err(|e| e.to_string()));
+                }
+                StoreMsg::Store { sensor, seq, digest, flows, cancel, done } => {
+                    if let Some(d) = self.delay {
+                        std::thread::sleep(d);
+                    }
+                    let out = self.store(&sensor, seq, &digest, &flows, &cancel);
+                    match &out {
+                        Outcome::Stored(Stored::Committed(_)) => {
+                            self.counters.sensor(&sensor, |c| c.flows += flows.len() as u64);
+                        }
+                        Outcome::Unavailable(why) => {
+                            // Later batches of this stream must not be stored
+                            // before this one: end the stream.
+                            cancel.cancel(Status::unavailable(why.clone()));
+                        }
+                        _ => {}
+                    }
+                    self.counters.queue_depth.fetch_sub(1, Relaxed);
+                    let _ = done.send(out);
+                }
+            }
+            if last_states.elapsed() > Duration::from_secs(5) {
+                last_states = Instant::now();
+                let _ = self.store.update_states(30_000_000_000, 300_000_000_000);
+            }
+        }
+    }
+}
+
+/// Why the core could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The database could not be opened.
+    #[error("cannot open database {path}: {error}")]
+    Database {
+        /// The file.
+        path: String,
+        /// The error.
+        error: rusqlite::Error,
+    },
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {error}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        error: std::io::Error,
+    },
+    /// Plain text on a non-loopback address without `allow_plaintext`.
+    #[error("refusing to take bearer tokens in plain text on {0}: configure TLS (--tls-cert and --tls-key), listen on a loopback address, or pass --allow-plaintext on a network you trust")]
+    Plaintext(SocketAddr),
+    /// A thread could not be started.
+    #[error("cannot start the core: {0}")]
+    Start(std::io::Error),
 }
 
 /// A core running on its own thread and runtime (used by `wirefold core`
@@ -387,6 +789,7 @@ pub struct CoreHandle {
     pub addr: SocketAddr,
     /// Its counters.
     pub counters: Arc<CoreCounters>,
+    stopping: Arc<AtomicBool>,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -398,8 +801,10 @@ impl CoreHandle {
     }
 
     /// Stop serving and wait for the store to finish what it has; the
-    /// counters stay readable.
+    /// counters stay readable. A store that is retrying gives up at once
+    /// (its batches stay with their sensors).
     pub fn shutdown(&mut self) {
+        self.stopping.store(true, Relaxed);
         if let Some(s) = self.shutdown.take() {
             let _ = s.send(());
         }
@@ -423,49 +828,83 @@ impl Drop for CoreHandle {
 }
 
 /// Bind `listen`, open the store and serve on a thread of its own.
-pub fn serve(listen: SocketAddr, cfg: CoreConfig) -> Result<CoreHandle, String> {
-    let store =
-        Store::open(&cfg.db, cfg.full_sync).map_err(|e| format!("cannot open database {}: {e}", cfg.db.display()))?;
-    let std_listener = std::net::TcpListener::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    std_listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let addr = std_listener.local_addr().map_err(|e| e.to_string())?;
+pub fn serve(listen: SocketAddr, cfg: CoreConfig) -> Result<CoreHandle, ServeError> {
+    let plaintext_off_loopback = cfg.tls.is_none() && !listen.ip().is_loopback();
+    if plaintext_off_loopback && !cfg.allow_plaintext {
+        return Err(ServeError::Plaintext(listen));
+    }
+    let store = Store::open(&cfg.db, cfg.full_sync)
+        .map_err(|error| ServeError::Database { path: cfg.db.display().to_string(), error })?;
+    let std_listener =
+        std::net::TcpListener::bind(listen).map_err(|error| ServeError::Listen { addr: listen, error })?;
+    std_listener.set_nonblocking(true).map_err(ServeError::Start)?;
+    let addr = std_listener.local_addr().map_err(ServeError::Start)?;
     let counters = Arc::new(CoreCounters::default());
     counters.queue_capacity.store(cfg.queue.max(1) as u64, Relaxed);
+    if plaintext_off_loopback {
+        counters.plaintext.store(1, Relaxed);
+        eprintln!(
+            "wirefold core: WARNING: serving PLAIN TEXT on {addr} (--allow-plaintext): bearer tokens cross the network in the clear"
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(ServeError::Start)?;
+    let stopping = Arc::new(AtomicBool::new(false));
     let (shutdown, shutdown_rx) = oneshot::channel::<()>();
+    let (store_tx, store_rx) = mpsc::channel(cfg.queue.max(1));
+    let worker = StoreThread {
+        store,
+        counters: counters.clone(),
+        delay: cfg.store_delay,
+        retry_for: cfg.store_retry_for,
+        stopping: stopping.clone(),
+        last_error_log: None,
+    };
+    let st = std::thread::Builder::new()
+        .name("wirefold-store".into())
+        .spawn(move || worker.run(store_rx))
+        .map_err(ServeError::Start)?;
     let c2 = counters.clone();
     let thread = std::thread::Builder::new()
         .name("wirefold-core".into())
         .spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            let st = rt.block_on(async move {
-                let (store_tx, store_rx) = mpsc::channel(cfg.queue.max(1));
-                let sc = c2.clone();
-                let delay = cfg.store_delay;
-                let st = std::thread::Builder::new()
-                    .name("wirefold-store".into())
-                    .spawn(move || store_thread(store, store_rx, sc, delay))
-                    .expect("store thread");
+            rt.block_on(async move {
                 let svc = Svc {
                     tokens: cfg.tokens.clone(),
                     store: store_tx,
-                    counters: c2,
-                    rate: cfg.rate_flows_per_s.map(|r| (r, cfg.burst_flows.max(1.0))),
+                    counters: c2.clone(),
+                    rate: cfg
+                        .rate_flows_per_s
+                        .map(|r| Arc::new(Mutex::new(RateLaw::new(Rate { flows_per_s: r, burst: cfg.burst_flows })))),
+                    streams: Arc::new(Mutex::new(HashMap::new())),
+                    next_stream: AtomicU64::new(1),
+                    epoch: Instant::now(),
                 };
-                let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
-                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        eprintln!("wirefold core: cannot listen: {e}");
+                        return;
+                    }
+                };
+                let conns = crate::listen::accept_loop(listener, cfg.limits, c2.listen.clone(), "wirefold core");
+                let incoming = ReceiverStream::new(conns);
                 let server = IngestServer::new(svc).max_decoding_message_size(cfg.max_message);
-                let mut builder = tonic::transport::Server::builder();
+                let mut builder = tonic::transport::Server::builder()
+                    .http2_keepalive_interval(Some(cfg.keepalive))
+                    .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+                    .max_concurrent_streams(Some(STREAMS_PER_CONNECTION))
+                    .http2_max_header_list_size(Some(MAX_HEADER_LIST));
                 if let Some((cert, key)) = &cfg.tls {
                     let id = tonic::transport::Identity::from_pem(cert, key);
                     builder = match builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(id)) {
                         Ok(b) => b,
                         Err(e) => {
                             eprintln!("wirefold core: TLS set-up failed: {e}");
-                            return st;
+                            return;
                         }
                     };
                 }
@@ -488,13 +927,12 @@ pub fn serve(listen: SocketAddr, cfg: CoreConfig) -> Result<CoreHandle, String> 
                         }
                     }
                 }
-                st
             });
             // Dropping the runtime cancels the stream tasks and with them the
             // last senders to the store, which then drains what it has and stops.
             drop(rt);
             let _ = st.join();
         })
-        .map_err(|e| e.to_string())?;
-    Ok(CoreHandle { addr, counters, shutdown: Some(shutdown), thread: Some(thread) })
+        .map_err(ServeError::Start)?;
+    Ok(CoreHandle { addr, counters, stopping, shutdown: Some(shutdown), thread: Some(thread) })
 }

@@ -13,6 +13,71 @@ pub enum Stored {
     Duplicate(u64),
 }
 
+/// Why a batch was refused by the store's sequence discipline: the batch's
+/// own fault, final for the sensor.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Farther ahead than any sensor could have numbered it.
+    #[error("sequence number {seq} is too far ahead: the last stored is {last}, the most accepted now is {limit}")]
+    TooFarAhead {
+        /// The batch's number.
+        seq: u64,
+        /// The sensor's last stored number.
+        last: u64,
+        /// The largest number accepted now.
+        limit: u64,
+    },
+    /// A resend whose content differs from what was stored under its number.
+    #[error(
+        "sequence number {seq} was stored with other content (digest {stored}, this batch {got}): conflicting resend"
+    )]
+    Conflict {
+        /// The batch's number.
+        seq: u64,
+        /// Digest prefix of the stored batch.
+        stored: String,
+        /// Digest prefix of this batch.
+        got: String,
+    },
+    /// Below the last stored number and never stored: sequence numbers must increase.
+    #[error("sequence number {seq} is below the last stored ({last}) and was never stored: out of order")]
+    OutOfOrder {
+        /// The batch's number.
+        seq: u64,
+        /// The sensor's last stored number.
+        last: u64,
+    },
+}
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The batch is refused (its own fault; final).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The database failed (the core's fault; retried, never final).
+    #[error("database error: {0}")]
+    Db(#[from] rusqlite::Error),
+}
+
+/// A new sensor's first batch may be numbered up to this far past the
+/// core's clock in microseconds (new spools number from the clock).
+pub const SEQ_CLOCK_SKEW_US: u64 = 86_400 * 1_000_000;
+/// How far past the last stored number a batch may jump (gaps come from
+/// batches refused or dropped at the sensor).
+pub const SEQ_MAX_JUMP: u64 = 1 << 32;
+/// Sequence numbers are below this (63 bits: they are stored as SQLite integers).
+pub const SEQ_LIMIT: u64 = 1 << 63;
+
+/// The largest sequence number accepted now after `last`.
+pub fn seq_limit(last: u64, now_ns: u64) -> u64 {
+    last.saturating_add(SEQ_MAX_JUMP).max((now_ns / 1000).saturating_add(SEQ_CLOCK_SKEW_US)).min(SEQ_LIMIT - 1)
+}
+
+fn hex8(d: &[u8]) -> String {
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
 impl Stored {
     /// The sensor's highest durable sequence number after this batch.
     pub fn last_seq(self) -> u64 {
@@ -60,6 +125,14 @@ CREATE TABLE IF NOT EXISTS flows (
     embedding BLOB NOT NULL,
     PRIMARY KEY (sensor_id, seq, idx)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS batches (
+    sensor_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    flows INTEGER NOT NULL,
+    stored_ns INTEGER NOT NULL,
+    PRIMARY KEY (sensor_id, seq)
+) WITHOUT ROWID;
 ";
 
 fn now_ns() -> i64 {
@@ -74,7 +147,7 @@ impl Store {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", if full_sync { "FULL" } else { "NORMAL" })?;
-        conn.pragma_update(None, "busy_timeout", 5000)?;
+        conn.pragma_update(None, "busy_timeout", 2000)?;
         conn.execute_batch(SCHEMA)?;
         Ok(Store { conn })
     }
@@ -88,22 +161,62 @@ impl Store {
         Ok(v.unwrap_or(0) as u64)
     }
 
-    /// Store one batch and the sensor's sequence number in one transaction.
-    pub fn store(&mut self, sensor: &str, seq: u64, flows: &[FlowRec]) -> rusqlite::Result<Stored> {
+    /// Store one batch, its digest and the sensor's sequence number in one
+    /// transaction, under the sequence discipline: a number above the last
+    /// stored (and within [`seq_limit`]) is committed; one at or below it is
+    /// a resend, acknowledged when its digest equals the stored one and
+    /// refused otherwise. `now_ns` is the core's clock (Unix ns).
+    pub fn store(
+        &mut self,
+        sensor: &str,
+        seq: u64,
+        digest: &[u8; 32],
+        flows: &[FlowRec],
+        now_ns: u64,
+    ) -> Result<Stored, StoreError> {
         let tx = self.conn.transaction()?;
         let last: u64 = tx
             .query_row("SELECT last_seq FROM sensors WHERE sensor_id = ?1", [sensor], |r| r.get::<_, i64>(0))
             .optional()?
             .unwrap_or(0) as u64;
         if seq <= last {
+            let stored: Option<Vec<u8>> = tx
+                .query_row(
+                    "SELECT digest FROM batches WHERE sensor_id = ?1 AND seq = ?2",
+                    params![sensor, seq as i64],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match stored {
+                Some(d) if d[..] == digest[..] => {}
+                Some(d) => return Err(Refusal::Conflict { seq, stored: hex8(&d), got: hex8(digest) }.into()),
+                None => {
+                    // A database written before digests were kept: take it for a resend.
+                    let any: bool =
+                        tx.query_row("SELECT EXISTS(SELECT 1 FROM batches WHERE sensor_id = ?1)", [sensor], |r| {
+                            r.get(0)
+                        })?;
+                    if any {
+                        return Err(Refusal::OutOfOrder { seq, last }.into());
+                    }
+                }
+            }
             // Touch the contact time only; the batch is already stored.
             tx.execute(
                 "UPDATE sensors SET last_contact_ns = ?2, state = 'live' WHERE sensor_id = ?1",
-                params![sensor, now_ns()],
+                params![sensor, now_ns as i64],
             )?;
             tx.commit()?;
             return Ok(Stored::Duplicate(last));
         }
+        let limit = seq_limit(last, now_ns);
+        if seq > limit {
+            return Err(Refusal::TooFarAhead { seq, last, limit }.into());
+        }
+        tx.execute(
+            "INSERT INTO batches (sensor_id, seq, digest, flows, stored_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![sensor, seq as i64, &digest[..], flows.len() as i64, now_ns as i64],
+        )?;
         {
             let mut ins = tx.prepare_cached(
                 "INSERT INTO flows (sensor_id, seq, idx, ip_version, src_ip, dst_ip, src_port, dst_port, proto, vlan,
@@ -141,7 +254,7 @@ impl Store {
             "INSERT INTO sensors (sensor_id, last_seq, last_contact_ns, state, batches, flows) VALUES (?1, ?2, ?3, 'live', 1, ?4)
              ON CONFLICT(sensor_id) DO UPDATE SET last_seq = ?2, last_contact_ns = ?3, state = 'live',
              batches = batches + 1, flows = flows + ?4",
-            params![sensor, seq as i64, now_ns(), flows.len() as i64],
+            params![sensor, seq as i64, now_ns as i64, flows.len() as i64],
         )?;
         tx.commit()?;
         Ok(Stored::Committed(seq))
@@ -193,6 +306,17 @@ mod tests {
         f
     }
 
+    const NOW: u64 = 1_700_000_000_000_000_000;
+
+    #[test]
+    fn seq_limit_allows_a_clock_numbered_spool_and_nothing_wild() {
+        let now_us = NOW / 1000;
+        assert!(seq_limit(0, NOW) >= now_us + SEQ_CLOCK_SKEW_US);
+        assert!(seq_limit(0, NOW) < 1_000_000_000_000_000_000);
+        assert_eq!(seq_limit(u64::MAX - 1, NOW), SEQ_LIMIT - 1);
+        assert_eq!(seq_limit(5 * now_us, NOW), 5 * now_us + SEQ_MAX_JUMP);
+    }
+
     #[test]
     fn a_resent_batch_changes_nothing() {
         let dir = std::env::temp_dir().join(format!("wirefold-store-{}", std::process::id()));
@@ -201,10 +325,11 @@ mod tests {
         let _ = std::fs::remove_file(&db);
         let mut s = Store::open(&db, false).unwrap();
         assert_eq!(s.last_seq("a").unwrap(), 0);
-        assert_eq!(s.store("a", 1, &[flow(1), flow(2)]).unwrap(), Stored::Committed(1));
-        assert_eq!(s.store("a", 1, &[flow(1), flow(2)]).unwrap(), Stored::Duplicate(1));
-        assert_eq!(s.store("a", 2, &[flow(3)]).unwrap(), Stored::Committed(2));
-        assert_eq!(s.store("b", 1, &[flow(9)]).unwrap(), Stored::Committed(1));
+        let (d1, d2) = ([1u8; 32], [2u8; 32]);
+        assert_eq!(s.store("a", 1, &d1, &[flow(1), flow(2)], NOW).unwrap(), Stored::Committed(1));
+        assert_eq!(s.store("a", 1, &d1, &[flow(1), flow(2)], NOW).unwrap(), Stored::Duplicate(1));
+        assert_eq!(s.store("a", 2, &d2, &[flow(3)], NOW).unwrap(), Stored::Committed(2));
+        assert_eq!(s.store("b", 1, &d1, &[flow(9)], NOW).unwrap(), Stored::Committed(1));
         assert_eq!(s.flow_count("a").unwrap(), 3);
         drop(s);
         // Reopened (as after a crash), the state is what was committed.
@@ -214,5 +339,17 @@ mod tests {
         s.update_states(0, i64::MAX).unwrap();
         let st: String = s.conn.query_row("SELECT state FROM sensors WHERE sensor_id = 'a'", [], |r| r.get(0)).unwrap();
         assert_eq!(st, "stale");
+        drop(s);
+        let mut s = Store::open(&db, false).unwrap();
+        // A resend with other content, a gap filled late, a number from nowhere.
+        let e = s.store("a", 2, &d1, &[flow(3)], NOW).unwrap_err();
+        assert!(matches!(e, StoreError::Refused(Refusal::Conflict { seq: 2, .. })), "{e}");
+        assert!(s.store("a", 10, &d1, &[flow(4)], NOW).is_ok());
+        let e = s.store("a", 5, &d1, &[flow(5)], NOW).unwrap_err();
+        assert!(matches!(e, StoreError::Refused(Refusal::OutOfOrder { seq: 5, last: 10 })), "{e}");
+        let e = s.store("a", 1_000_000_000_000_000_000, &d1, &[flow(5)], NOW).unwrap_err();
+        assert!(matches!(e, StoreError::Refused(Refusal::TooFarAhead { .. })), "{e}");
+        assert_eq!(s.last_seq("a").unwrap(), 10, "refusals change nothing");
+        assert_eq!(s.flow_count("a").unwrap(), 4);
     }
 }

@@ -7,11 +7,12 @@
 //! to atomics now and then); a scrape reads them and builds the families, so
 //! nothing is registered ahead of time and every family is present, at zero,
 //! from the first scrape.
+use crate::listen::{ListenCounters, ListenLimits};
 use hdrhistogram::Histogram;
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType, Quantile, Summary};
 use prometheus::{Encoder, TextEncoder};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -234,12 +235,17 @@ impl Latency {
     }
 }
 
-/// The `/metrics` HTTP endpoint on a thread of its own.
+/// The `/metrics` HTTP endpoint on a thread of its own: HTTP/1.1 (hyper)
+/// behind the same accept loop as the gRPC port ([`crate::listen`]): at
+/// most [`METRICS_MAX_CONNECTIONS`] connections, a 5 s handshake and header
+/// timeout, 10 s idle timeout, 16 KiB of request head, one request per
+/// connection.
 pub struct MetricsServer {
     /// Where it listens.
     pub addr: SocketAddr,
-    server: Arc<tiny_http::Server>,
-    stop: Arc<AtomicBool>,
+    /// Its listener's counters.
+    pub counters: Arc<ListenCounters>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -251,47 +257,83 @@ impl std::fmt::Debug for MetricsServer {
 
 /// The content type of the Prometheus text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Connections the metrics endpoint holds open at once.
+pub const METRICS_MAX_CONNECTIONS: usize = 32;
+/// Largest request head (request line and headers) the metrics endpoint reads.
+pub const METRICS_MAX_HEAD: usize = 16 << 10;
+
+/// Why the metrics endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// The address could not be bound.
+    #[error("cannot serve metrics on {addr}: {error}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        error: std::io::Error,
+    },
+    /// The thread or its runtime could not start.
+    #[error("cannot start the metrics server: {0}")]
+    Start(std::io::Error),
+}
 
 impl MetricsServer {
     /// Listen on `addr` and answer `GET /metrics` with what `render` builds.
     pub fn start(
         addr: SocketAddr,
         render: impl Fn() -> Exposition + Send + Sync + 'static,
-    ) -> Result<MetricsServer, String> {
-        let server = tiny_http::Server::http(addr).map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
-        let bound =
-            server.server_addr().to_ip().ok_or_else(|| format!("cannot serve metrics on {addr}: not an IP address"))?;
-        let server = Arc::new(server);
-        let stop = Arc::new(AtomicBool::new(false));
-        let (s2, stop2) = (server.clone(), stop.clone());
+    ) -> Result<MetricsServer, MetricsError> {
+        let std_listener = std::net::TcpListener::bind(addr).map_err(|error| MetricsError::Bind { addr, error })?;
+        std_listener.set_nonblocking(true).map_err(MetricsError::Start)?;
+        let bound = std_listener.local_addr().map_err(MetricsError::Start)?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(MetricsError::Start)?;
+        let counters = Arc::new(ListenCounters::default());
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let c2 = counters.clone();
+        let render = Arc::new(render);
         let thread = std::thread::Builder::new()
             .name("wirefold-metrics".into())
             .spawn(move || {
-                while !stop2.load(Relaxed) {
-                    let req = match s2.recv_timeout(Duration::from_millis(200)) {
-                        Ok(Some(r)) => r,
-                        Ok(None) => continue,
-                        Err(_) => break,
-                    };
-                    let path = req.url().split('?').next().unwrap_or("").to_string();
-                    let resp = match (req.method(), path.as_str()) {
-                        (tiny_http::Method::Get, "/metrics") => {
-                            let body = render().encode();
-                            tiny_http::Response::from_string(body).with_header(
-                                tiny_http::Header::from_bytes("Content-Type", CONTENT_TYPE).expect("valid header"),
-                            )
+                rt.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            eprintln!("wirefold metrics: {e}");
+                            return;
                         }
-                        (tiny_http::Method::Get, "/") => {
-                            tiny_http::Response::from_string("wirefold: metrics are at /metrics\n")
-                        }
-                        _ => tiny_http::Response::from_string("not found; metrics are at /metrics\n")
-                            .with_status_code(404),
                     };
-                    let _ = req.respond(resp);
-                }
+                    let limits = ListenLimits {
+                        max_connections: METRICS_MAX_CONNECTIONS,
+                        handshake_timeout: Duration::from_secs(5),
+                        idle_timeout: Duration::from_secs(10),
+                    };
+                    let mut conns = crate::listen::accept_loop(listener, limits, c2, "wirefold metrics");
+                    let mut stop_rx = stop_rx;
+                    loop {
+                        let conn = tokio::select! {
+                            c = conns.recv() => match c { Some(Ok(c)) => c, Some(Err(_)) => continue, None => return },
+                            _ = &mut stop_rx => return,
+                        };
+                        let render = render.clone();
+                        tokio::spawn(async move {
+                            let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                                let render = render.clone();
+                                async move { Ok::<_, std::convert::Infallible>(respond(&req, &*render)) }
+                            });
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .timer(hyper_util::rt::TokioTimer::new())
+                                .header_read_timeout(Duration::from_secs(5))
+                                .max_buf_size(METRICS_MAX_HEAD)
+                                .keep_alive(false)
+                                .serve_connection(hyper_util::rt::TokioIo::new(conn), svc)
+                                .await;
+                        });
+                    }
+                });
             })
-            .map_err(|e| e.to_string())?;
-        Ok(MetricsServer { addr: bound, server, stop, thread: Some(thread) })
+            .map_err(MetricsError::Start)?;
+        Ok(MetricsServer { addr: bound, counters, stop: Some(stop), thread: Some(thread) })
     }
 
     /// Stop serving.
@@ -300,11 +342,30 @@ impl MetricsServer {
     }
 
     fn stop_inner(&mut self) {
-        self.stop.store(true, Relaxed);
-        self.server.unblock();
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+fn respond(
+    req: &hyper::Request<hyper::body::Incoming>,
+    render: &dyn Fn() -> Exposition,
+) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    use hyper::{header, Method, Response, StatusCode};
+    let text = |status: StatusCode, body: String, ctype: &'static str| {
+        let mut r = Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+        *r.status_mut() = status;
+        r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(ctype));
+        r
+    };
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => text(StatusCode::OK, render().encode(), CONTENT_TYPE),
+        (&Method::GET, "/") => text(StatusCode::OK, "wirefold: metrics are at /metrics\n".into(), "text/plain"),
+        _ => text(StatusCode::NOT_FOUND, "not found; metrics are at /metrics\n".into(), "text/plain"),
     }
 }
 
@@ -379,6 +440,13 @@ mod tests {
         assert!(ok.contains("text/plain; version=0.0.4"), "{ok}");
         assert!(ok.contains("wirefold_up 1"), "{ok}");
         assert!(get("/nope").contains(" 404 "));
+        // A request head over the limit is refused, and the server goes on.
+        let mut s = std::net::TcpStream::connect(srv.addr).unwrap();
+        let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(64 << 10));
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        assert!(!out.contains("wirefold_up"), "{out}");
+        assert!(get("/metrics").contains("wirefold_up 1"));
         srv.stop();
     }
 }

@@ -31,8 +31,18 @@ pub mod fb {
 use flatbuffers::{FlatBufferBuilder, VerifierOptions};
 use half::f16;
 
-/// Version of `flow.fbs` this crate writes and reads.
-pub const SCHEMA_VERSION: u16 = 1;
+/// Version this crate writes: a FlowBatch inside a checksummed envelope
+/// (see [`ENVELOPE_MAGIC`]). Version 1 (a bare FlowBatch, no checksum) is
+/// still read.
+pub const SCHEMA_VERSION: u16 = 2;
+/// Versions this crate reads.
+pub const SCHEMA_VERSIONS_READ: [u16; 2] = [1, 2];
+/// First four bytes of a version-2 batch. The envelope is 16 bytes: this
+/// magic, the FlowBatch's length (u32 LE), its CRC-32C (u32 LE), four zero
+/// bytes; then the FlowBatch (8-byte aligned within the envelope).
+pub const ENVELOPE_MAGIC: [u8; 4] = *b"WFC2";
+/// Bytes of the version-2 envelope before the FlowBatch.
+pub const ENVELOPE_LEN: usize = 16;
 /// Embedding width.
 pub const EMBEDDING_DIM: usize = 32;
 /// Largest FlowBatch buffer accepted (bytes).
@@ -117,7 +127,7 @@ pub enum SchemaError {
     #[error("FlowBatch failed verification: {0}")]
     Invalid(String),
     /// It was written with another schema version.
-    #[error("FlowBatch schema version {got} is not supported (this build reads version {want})")]
+    #[error("FlowBatch schema version {got} is not supported here (this build reads versions 1 and {want})")]
     Version {
         /// Version in the batch.
         got: u16,
@@ -127,6 +137,9 @@ pub enum SchemaError {
     /// Too large.
     #[error("FlowBatch of {0} bytes exceeds the limit of {MAX_BATCH_BYTES} bytes")]
     TooLarge(usize),
+    /// The envelope or its checksum does not match: bytes changed on the way.
+    #[error("corrupt FlowBatch: {0}")]
+    Corrupt(String),
     /// Times do not fit the batch's base time.
     #[error("FlowBatch flow {0}: time overflows the batch base")]
     Time(usize),
@@ -172,6 +185,7 @@ fn common(r: &FlowRec, base: u64) -> fb::FlowCommon {
 /// Builds FlowBatch buffers, reusing its memory from batch to batch.
 pub struct BatchBuilder {
     fbb: FlatBufferBuilder<'static>,
+    out: Vec<u8>,
     v4: Vec<fb::Flow4>,
     v6: Vec<fb::Flow6>,
 }
@@ -191,11 +205,31 @@ impl Default for BatchBuilder {
 impl BatchBuilder {
     /// An empty builder.
     pub fn new() -> Self {
-        Self { fbb: FlatBufferBuilder::with_capacity(1 << 16), v4: Vec::new(), v6: Vec::new() }
+        Self { fbb: FlatBufferBuilder::with_capacity(1 << 16), out: Vec::new(), v4: Vec::new(), v6: Vec::new() }
     }
 
-    /// Build one batch; the returned bytes live until the next call.
+    /// Build one batch (version 2: the checksummed envelope around the
+    /// FlowBatch); the returned bytes live until the next call.
     pub fn build(&mut self, meta: &BatchMeta, flows: &[FlowRec]) -> &[u8] {
+        self.build_flatbuffer(meta, flows, SCHEMA_VERSION);
+        let fb = self.fbb.finished_data();
+        self.out.clear();
+        self.out.extend_from_slice(&ENVELOPE_MAGIC);
+        self.out.extend_from_slice(&(fb.len() as u32).to_le_bytes());
+        self.out.extend_from_slice(&crc32c::crc32c(fb).to_le_bytes());
+        self.out.extend_from_slice(&[0u8; 4]);
+        self.out.extend_from_slice(fb);
+        &self.out
+    }
+
+    /// Build one batch as version 1 wrote it (a bare FlowBatch, no
+    /// checksum): what older sensors send, for tests of the reader.
+    pub fn build_v1(&mut self, meta: &BatchMeta, flows: &[FlowRec]) -> &[u8] {
+        self.build_flatbuffer(meta, flows, 1);
+        self.fbb.finished_data()
+    }
+
+    fn build_flatbuffer(&mut self, meta: &BatchMeta, flows: &[FlowRec], version: u16) {
         let base = flows.iter().map(|f| f.first_ns).min().unwrap_or(0);
         self.fbb.reset();
         self.v4.clear();
@@ -221,7 +255,7 @@ impl BatchBuilder {
             &fb::FlowBatchArgs {
                 sensor_id: Some(sensor_id),
                 seq: meta.seq,
-                schema_version: SCHEMA_VERSION,
+                schema_version: version,
                 model_id: Some(model_id),
                 scale: meta.scale,
                 created_ns: meta.created_ns,
@@ -231,7 +265,6 @@ impl BatchBuilder {
             },
         );
         fb::finish_flow_batch_buffer(&mut self.fbb, b);
-        self.fbb.finished_data()
     }
 }
 
@@ -239,12 +272,44 @@ fn verifier_opts() -> VerifierOptions {
     VerifierOptions { max_tables: 1 << 20, max_apparent_size: MAX_BATCH_BYTES * 2, ..Default::default() }
 }
 
-/// Verify a buffer and return its root, checking size, identifier and
-/// schema version. Nothing is trusted before this succeeds.
-pub fn verify(buf: &[u8]) -> Result<fb::FlowBatch<'_>, SchemaError> {
+/// Check a version-2 envelope (magic, length, CRC-32C) and return the
+/// FlowBatch inside; a buffer without the envelope is returned as it is
+/// (a version-1 batch, checked by [`verify`]). This runs before anything
+/// else looks at the bytes.
+pub fn open_envelope(buf: &[u8]) -> Result<(&[u8], bool), SchemaError> {
     if buf.len() > MAX_BATCH_BYTES {
         return Err(SchemaError::TooLarge(buf.len()));
     }
+    if buf.len() >= 8 && buf[4..8] == *fb::FLOW_BATCH_IDENTIFIER.as_bytes() && buf[..4] != ENVELOPE_MAGIC {
+        return Ok((buf, false));
+    }
+    if buf.len() < ENVELOPE_LEN || buf[..4] != ENVELOPE_MAGIC {
+        return Err(SchemaError::Corrupt(format!(
+            "{} bytes that start with neither the version-2 envelope (WFC2) nor a version-1 FlowBatch (WFB1 at offset 4)",
+            buf.len()
+        )));
+    }
+    let word = |i: usize| u32::from_le_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
+    let (len, crc, reserved) = (word(4) as usize, word(8), word(12));
+    let body = &buf[ENVELOPE_LEN..];
+    if len != body.len() {
+        return Err(SchemaError::Corrupt(format!("envelope says {len} bytes follow, {} do", body.len())));
+    }
+    if reserved != 0 {
+        return Err(SchemaError::Corrupt(format!("reserved envelope bytes are {reserved:#x}, not zero")));
+    }
+    let got = crc32c::crc32c(body);
+    if got != crc {
+        return Err(SchemaError::Corrupt(format!("CRC-32C is {got:#010x}, the envelope says {crc:#010x}")));
+    }
+    Ok((body, true))
+}
+
+/// Verify a buffer (the checksum first, then the FlatBuffers verifier) and
+/// return its root, checking size, identifier and schema version. Nothing
+/// is trusted before this succeeds.
+pub fn verify(buf: &[u8]) -> Result<fb::FlowBatch<'_>, SchemaError> {
+    let (buf, enveloped) = open_envelope(buf)?;
     // The generated identifier check asserts on short input: test the length first.
     if buf.len() < 8 {
         return Err(SchemaError::Invalid(format!(
@@ -257,8 +322,16 @@ pub fn verify(buf: &[u8]) -> Result<fb::FlowBatch<'_>, SchemaError> {
     }
     let b = flatbuffers::root_with_opts::<fb::FlowBatch>(&verifier_opts(), buf)
         .map_err(|e| SchemaError::Invalid(e.to_string()))?;
-    if b.schema_version() != SCHEMA_VERSION {
-        return Err(SchemaError::Version { got: b.schema_version(), want: SCHEMA_VERSION });
+    let want = if enveloped { SCHEMA_VERSION } else { 1 };
+    if b.schema_version() != want {
+        if !SCHEMA_VERSIONS_READ.contains(&b.schema_version()) {
+            return Err(SchemaError::Version { got: b.schema_version(), want: SCHEMA_VERSION });
+        }
+        return Err(SchemaError::Corrupt(format!(
+            "schema version {} inside {}",
+            b.schema_version(),
+            if enveloped { "a version-2 envelope" } else { "a bare (version-1) FlowBatch" }
+        )));
     }
     let scale = b.scale();
     if !(scale.is_finite() && scale >= 0.0) {

@@ -75,6 +75,22 @@ fn round_trip_is_identical() {
 }
 
 #[test]
+fn version_1_batches_are_still_read() {
+    let flows = sample(50);
+    let mut b = BatchBuilder::new();
+    let v1 = b.build_v1(&meta(), &flows).to_vec();
+    let v2 = b.build(&meta(), &flows).to_vec();
+    assert_eq!(&v2[..4], b"WFC2");
+    assert_eq!(v2.len(), v1.len() + ENVELOPE_LEN);
+    let (m1, f1) = read_batch(&v1).unwrap();
+    let (m2, f2) = read_batch(&v2).unwrap();
+    assert_eq!((m1.schema_version, m2.schema_version), (1, 2));
+    assert_eq!(f1, f2);
+    // A version-2 FlowBatch without its envelope is refused: it lost its checksum.
+    assert!(matches!(read_batch(&v2[ENVELOPE_LEN..]), Err(SchemaError::Corrupt(_))));
+}
+
+#[test]
 fn sizes_per_flow() {
     assert_eq!(std::mem::size_of::<fb::Flow4>(), 92);
     assert_eq!(std::mem::size_of::<fb::Flow6>(), 116);
@@ -82,7 +98,7 @@ fn sizes_per_flow() {
     let v4: Vec<FlowRec> = sample(1024).into_iter().filter(|f| f.ip_version == 4).collect();
     let n = v4.len();
     let len = b.build(&meta(), &v4).len();
-    assert!(len <= 92 * n + 128, "{len} bytes for {n} IPv4 flows");
+    assert!(len <= 92 * n + 128 + ENVELOPE_LEN, "{len} bytes for {n} IPv4 flows");
 }
 
 #[test]
@@ -97,22 +113,29 @@ fn corrupt_buffers_are_rejected_never_panic() {
             assert!(read_batch(&good[..cut]).is_err() || cut > 8, "truncated to {cut} bytes accepted");
         }
     }
-    // Byte flips everywhere: either rejected or decoded, never a panic.
-    let mut rejected = 0;
+    // Every single-bit flip anywhere is caught by the envelope (magic,
+    // length, reserved bytes) or its CRC-32C, before the verifier runs.
     for i in 0..good.len() {
-        for bit in [0x01u8, 0x80] {
+        for bit in 0..8 {
             let mut bad = good.clone();
-            bad[i] ^= bit;
-            if read_batch(&bad).is_err() {
-                rejected += 1;
-            }
+            bad[i] ^= 1 << bit;
+            assert!(
+                matches!(read_batch(&bad), Err(SchemaError::Corrupt(_))),
+                "flip of bit {bit} in byte {i} not refused as corrupt"
+            );
         }
     }
-    assert!(rejected > 0);
+    // A version-1 batch (no envelope): flips are refused or decoded, never a panic.
+    let v1 = b.build_v1(&meta(), &flows).to_vec();
+    for i in 0..v1.len() {
+        let mut bad = v1.clone();
+        bad[i] ^= 0x80;
+        let _ = read_batch(&bad);
+    }
     // The identifier and the version are checked.
-    let mut bad = good.clone();
+    let mut bad = v1.clone();
     bad[4..8].copy_from_slice(b"XXXX");
-    assert!(matches!(read_batch(&bad), Err(SchemaError::Invalid(m)) if m.contains("identifier")));
+    assert!(matches!(read_batch(&bad), Err(SchemaError::Corrupt(m)) if m.contains("WFB1")));
     let mut fbb = FlatBufferBuilder::new();
     let sid = fbb.create_string("s");
     let root = fb::FlowBatch::create(
@@ -126,17 +149,12 @@ fn corrupt_buffers_are_rejected_never_panic() {
     let sid = fbb.create_string("s");
     let root = fb::FlowBatch::create(
         &mut fbb,
-        &fb::FlowBatchArgs {
-            sensor_id: Some(sid),
-            schema_version: SCHEMA_VERSION,
-            scale: f32::NAN,
-            ..Default::default()
-        },
+        &fb::FlowBatchArgs { sensor_id: Some(sid), schema_version: 1, scale: f32::NAN, ..Default::default() },
     );
     fb::finish_flow_batch_buffer(&mut fbb, root);
     assert!(matches!(read_batch(fbb.finished_data()), Err(SchemaError::Invalid(m)) if m.contains("scale NaN")));
     // A verifier failure names its reason.
-    let e = read_batch(&good[..good.len() / 2]).unwrap_err().to_string();
+    let e = read_batch(&v1[..v1.len() / 2]).unwrap_err().to_string();
     assert!(e.contains("verification"), "{e}");
 }
 

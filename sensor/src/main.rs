@@ -140,6 +140,21 @@ struct CoreArgs {
     /// PEM private key for TLS.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Serve plain text (bearer tokens in the clear) on a non-loopback --listen address.
+    #[arg(long)]
+    allow_plaintext: bool,
+    /// Connections open at once on the gRPC port; 0 = three quarters of the descriptor limit.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    max_connections: u64,
+    /// Seconds a new connection has to send its first 64 bytes.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    handshake_timeout: u64,
+    /// Seconds without traffic (keepalive pings count) before a connection is closed.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(2..=86400))]
+    conn_idle_timeout: u64,
+    /// Seconds the store retries a failing write before the sensor is told UNAVAILABLE (and resends).
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    store_retry: u64,
     /// Testing aid: wait this many milliseconds before storing each batch.
     #[arg(long, value_name = "MS", hide = true)]
     store_delay_ms: Option<u64>,
@@ -231,6 +246,9 @@ struct OutputArgs {
     /// PEM file of the CA that signed the core's certificate: use TLS (with an https:// --core URL).
     #[arg(long, value_name = "PEM")]
     tls_ca: Option<PathBuf>,
+    /// Send the bearer token in plain text (http://) to a core that is not on a loopback address.
+    #[arg(long)]
+    allow_plaintext: bool,
 }
 
 #[derive(Args, Debug)]
@@ -453,7 +471,8 @@ fn open_output(o: &OutputArgs, live: bool) -> Result<Outputs, (anyhow::Error, u8
                 let path = o.data_dir.join("core.db");
                 let cfg =
                     wirefold_core::CoreConfig::new(path.clone(), wirefold_core::Tokens::single(&o.sensor_id, &token));
-                let h = wirefold_core::serve("127.0.0.1:0".parse().expect("loopback"), cfg).map_err(setup)?;
+                let h = wirefold_core::serve("127.0.0.1:0".parse().expect("loopback"), cfg)
+                    .map_err(|e| setup(e.to_string()))?;
                 let url = format!("http://{}", h.addr);
                 eprintln!("wirefold: embedded core on {url}, database {}", path.display());
                 core = Some(h);
@@ -464,6 +483,13 @@ fn open_output(o: &OutputArgs, live: bool) -> Result<Outputs, (anyhow::Error, u8
                     o.token.clone().ok_or_else(|| setup("--core needs --token (the sensor's bearer token)".into()))?;
                 (url.to_string(), token)
             };
+            if !o.allow_plaintext {
+                if let Some(host) = plaintext_remote(&url) {
+                    return Err(setup(format!(
+                        "refusing to send the bearer token in plain text to {host}: use an https:// --core URL with --tls-ca, or pass --allow-plaintext on a network you trust"
+                    )));
+                }
+            }
             let cfg = StreamConfig {
                 url,
                 sensor_id: o.sensor_id.clone(),
@@ -903,6 +929,20 @@ fn finish_core(core: Option<&mut wirefold_core::CoreHandle>, db: Option<PathBuf>
     }
 }
 
+/// The host of an `http://` URL that is not a loopback address (a token
+/// sent there crosses the network in the clear); `None` otherwise.
+fn plaintext_remote(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("http://")?;
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or("").to_string(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h).to_string(),
+    };
+    let loopback =
+        host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    (!loopback).then_some(host)
+}
+
 fn run_core(a: CoreArgs) -> anyhow::Result<ExitCode> {
     let tokens = match wirefold_core::Tokens::load(&a.tokens) {
         Ok(t) => t,
@@ -918,6 +958,13 @@ fn run_core(a: CoreArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let mut cfg = wirefold_core::CoreConfig::new(a.db.clone(), tokens);
+    cfg.allow_plaintext = a.allow_plaintext;
+    if a.max_connections > 0 {
+        cfg.limits.max_connections = a.max_connections as usize;
+    }
+    cfg.limits.handshake_timeout = Duration::from_secs(a.handshake_timeout);
+    cfg.limits.idle_timeout = Duration::from_secs(a.conn_idle_timeout);
+    cfg.store_retry_for = Duration::from_secs(a.store_retry);
     cfg.queue = a.queue as usize;
     cfg.rate_flows_per_s = a.rate;
     cfg.burst_flows = a.burst;
@@ -933,6 +980,7 @@ fn run_core(a: CoreArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let signals = Signals::install()?;
+    let max_conns = cfg.limits.max_connections;
     let h = match wirefold_core::serve(a.listen, cfg) {
         Ok(h) => h,
         Err(e) => {
@@ -940,12 +988,24 @@ fn run_core(a: CoreArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    eprintln!("wirefold core: listening on {}, database {}", h.addr, a.db.display());
+    eprintln!("wirefold core: listening on {}, database {}, at most {} connections", h.addr, a.db.display(), max_conns);
     let metrics = match a.telemetry.metrics {
         None => None,
         Some(addr) => {
             let c = h.counters.clone();
-            match MetricsServer::start(addr, move || c.exposition()) {
+            let own: Arc<std::sync::OnceLock<Arc<wirefold_core::listen::ListenCounters>>> = Arc::default();
+            let own2 = own.clone();
+            let started = MetricsServer::start(addr, move || {
+                let mut e = c.exposition();
+                if let Some(l) = own2.get() {
+                    wirefold_core::service::listen_exposition(&mut e, "metrics", l);
+                }
+                e
+            });
+            if let Ok(m) = &started {
+                let _ = own.set(m.counters.clone());
+            }
+            match started {
                 Ok(m) => {
                     eprintln!("wirefold core: metrics on http://{}/metrics", m.addr);
                     Some(m)
@@ -965,11 +1025,14 @@ fn run_core(a: CoreArgs) -> anyhow::Result<ExitCode> {
     drop(metrics);
     let t = c.totals();
     eprintln!(
-        "wirefold core: stopped; {} batches committed ({} flows), {} duplicates, {} rejected, {} unauthenticated streams",
+        "wirefold core: stopped; {} batches committed ({} flows), {} duplicates, {} rejected, {} failed (resent later), {} store errors, {} fenced streams, {} unauthenticated streams",
         t.committed,
         t.flows,
         t.duplicate,
         t.rejected,
+        t.failed,
+        c.store_errors.load(Relaxed),
+        c.fenced.load(Relaxed),
         c.unauthenticated.load(Relaxed)
     );
     Ok(ExitCode::SUCCESS)

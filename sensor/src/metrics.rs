@@ -262,8 +262,13 @@ fn stream_exposition(s: &StreamCounters, e: &mut Exposition) {
     e.counter_of("wirefold_stream_batches_resent_total", "FlowBatches sent again after a reconnect.", &s.resent);
     e.counter_of(
         "wirefold_stream_batches_rejected_total",
-        "FlowBatches the core refused (see the sensor's log for the reason).",
+        "FlowBatches the core refused as their own fault (corrupt, invalid, out of sequence): they leave the spool; the log says why.",
         &s.rejected,
+    );
+    e.counter_of(
+        "wirefold_stream_batches_unavailable_total",
+        "FlowBatches the core could not store for now (UNAVAILABLE): kept in the spool and resent.",
+        &s.unavailable,
     );
     e.counter_of(
         "wirefold_stream_reconnects_total",

@@ -51,8 +51,10 @@ pub struct StreamCounters {
     pub resent: AtomicU64,
     /// Batches acknowledged as durable.
     pub acked: AtomicU64,
-    /// Batches the core refused.
+    /// Batches the core refused as their own fault (final: they leave the spool).
     pub rejected: AtomicU64,
+    /// Batches the core could not store now (`UNAVAILABLE`): kept and resent.
+    pub unavailable: AtomicU64,
     /// Batches dropped because the spool was full.
     pub spool_dropped: AtomicU64,
     /// Connection attempts that failed or streams that broke.
@@ -165,10 +167,27 @@ impl Streamer {
     }
 }
 
+/// Whether a refusal ends a batch's life: only refusals that are the
+/// batch's own fault. Anything else (`UNAVAILABLE`, `INTERNAL`,
+/// `RESOURCE_EXHAUSTED`, ...) is the core's problem: the batch stays in the
+/// spool and is resent.
+pub fn refusal_is_final(code: u8) -> bool {
+    use tonic::Code;
+    [Code::InvalidArgument, Code::PermissionDenied, Code::AlreadyExists, Code::OutOfRange, Code::FailedPrecondition]
+        .iter()
+        .any(|c| *c as i32 == code as i32)
+}
+
+/// How long opening a stream (up to the core's resume point) may take.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn connect(cfg: &StreamConfig) -> Result<IngestClient<tonic::transport::Channel>, String> {
     let mut ep = tonic::transport::Endpoint::from_shared(cfg.url.clone())
         .map_err(|e| format!("bad core URL '{}': {e}", cfg.url))?
         .connect_timeout(Duration::from_secs(2))
+        .http2_keep_alive_interval(Duration::from_secs(15))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true)
         .tcp_nodelay(true);
     if let Some(ca) = &cfg.tls_ca {
         let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca));
@@ -256,7 +275,14 @@ async fn run(
         let bearer: MetadataValue<_> =
             format!("Bearer {}", cfg.token).parse().map_err(|_| "token is not valid metadata".to_string())?;
         req.metadata_mut().insert("authorization", bearer);
-        let mut acks = match client.stream(req).await {
+        let opened = match tokio::time::timeout(OPEN_TIMEOUT, client.stream(req)).await {
+            Ok(r) => r,
+            Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                "the core did not answer within {} s",
+                OPEN_TIMEOUT.as_secs()
+            ))),
+        };
+        let mut acks = match opened {
             Ok(r) => r.into_inner(),
             Err(s) if s.code() == tonic::Code::Unauthenticated => {
                 return Err(format!("the core refused this sensor: {} (check --sensor-id and --token)", s.message()));
@@ -270,8 +296,9 @@ async fn run(
             }
         };
         // The core says where to resume.
-        let resume = match acks.message().await {
-            Ok(Some(a)) if a.kind == AckKind::Resume => a.seq,
+        let first = tokio::time::timeout(OPEN_TIMEOUT, acks.message()).await;
+        let resume = match first {
+            Ok(Ok(Some(a))) if a.kind == AckKind::Resume => a.seq,
             other => {
                 c.reconnects.fetch_add(1, Relaxed);
                 eprintln!("wirefold: the core did not send a resume point ({other:?}); reconnecting");
@@ -299,7 +326,9 @@ async fn run(
             }
             let next = spooled.range(last_sent + 1..).next().map(|(s, _)| *s);
             let can_send = next.is_some() && inflight < cfg.window;
+            let deadline = drain_deadline;
             tokio::select! {
+                _ = async { tokio::time::sleep_until(deadline.expect("guarded").into()).await }, if deadline.is_some() => break,
                 m = input.recv(), if input_open => match m {
                     Some((seq, bytes)) if seq <= resume => {
                         // Only when two sensors share an id, or the clock went
@@ -351,6 +380,19 @@ async fn run(
                             }
                             publish(&spooled, spool_bytes);
                         }
+                        AckKind::Rejected if !refusal_is_final(ack.code) => {
+                            // The core's own failure: keep the batch, reconnect
+                            // after a pause and resend from the resume point.
+                            c.unavailable.fetch_add(1, Relaxed);
+                            eprintln!(
+                                "wirefold: the core could not store batch {} now (gRPC code {}): {}; it stays in the spool and is resent",
+                                ack.seq, ack.code, ack.reason
+                            );
+                            c.reconnects.fetch_add(1, Relaxed);
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(2));
+                            break;
+                        }
                         AckKind::Rejected => {
                             c.rejected.fetch_add(1, Relaxed);
                             inflight = inflight.saturating_sub(1);
@@ -364,8 +406,15 @@ async fn run(
                         }
                         AckKind::Resume => {}
                     },
-                    Ok(None) | Err(_) => {
+                    Ok(None) => {
                         c.reconnects.fetch_add(1, Relaxed);
+                        break;
+                    }
+                    Err(s) => {
+                        c.reconnects.fetch_add(1, Relaxed);
+                        eprintln!("wirefold: stream to {} ended: {}; reconnecting", cfg.url, s.message());
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
                         break;
                     }
                 },

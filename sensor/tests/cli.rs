@@ -268,3 +268,43 @@ fn dpdk_without_the_feature_says_how_to_get_it() {
     let e = s(&out.stderr);
     assert!(e.contains("built without DPDK support") && e.contains("--features dpdk"), "{e}");
 }
+
+#[test]
+fn credentials_in_the_clear_and_readable_token_files_are_refused_with_a_fix() {
+    let dir = scratch("cli-credentials");
+    let tokens = dir.join("tokens");
+    write_secret(&tokens, "edge-1 edge-1-secret-token\n");
+    let db = dir.join("core.db");
+    let core = |listen: &str, extra: &[&str]| {
+        let mut args =
+            vec!["core", "--listen", listen, "--db", db.to_str().unwrap(), "--tokens", tokens.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        wirefold(&args)
+    };
+    // Plain text on a non-loopback address: refused, exit 2, says what to do.
+    let out = core("0.0.0.0:0", &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let e = s(&out.stderr);
+    assert!(e.contains("plain text") && e.contains("--allow-plaintext") && e.contains("--tls-cert"), "{e}");
+    // A tokens file others can read: refused, exit 2, with the chmod to run.
+    std::fs::set_permissions(&tokens, <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644))
+        .unwrap();
+    let out = core("127.0.0.1:0", &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let e = s(&out.stderr);
+    assert!(e.contains("chmod 600") && e.contains("0644"), "{e}");
+    // A sensor will not send its token in plain text off loopback.
+    let out = wirefold(&[
+        "replay",
+        "--core",
+        "http://192.0.2.1:7443",
+        "--token",
+        "edge-1-secret-token",
+        "--data-dir",
+        dir.join("sensor").to_str().unwrap(),
+        pcap("zeek__llc.pcap").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let e = s(&out.stderr);
+    assert!(e.contains("plain text to 192.0.2.1") && e.contains("--allow-plaintext"), "{e}");
+}

@@ -166,7 +166,7 @@ fn prometheus_configuration_and_alert_rules_check() {
 fn a_core_runs_from_its_configuration_file() {
     use std::io::{BufRead, BufReader};
     let dir = scratch("core-config");
-    std::fs::write(dir.join("tokens"), "edge-9 token-edge-9-xyz\n").unwrap();
+    write_secret(&dir.join("tokens"), "edge-9 token-edge-9-xyz\n");
     let cfg = dir.join("core.toml");
     std::fs::write(
         &cfg,

@@ -14,17 +14,31 @@ use std::time::{Duration, Instant};
 
 const TOKEN: &str = "edge-1-secret-token";
 
-struct Core(Child);
+struct Core(Child, std::sync::Arc<std::sync::Mutex<String>>);
 
 impl Core {
     fn start(dir: &Path, port: u16, delay_ms: u64) -> Core {
-        std::fs::write(dir.join("tokens"), format!("# test\nedge-1 {TOKEN}\n")).unwrap();
-        let mut child = wirefold_cmd()
+        Core::start_with(dir, port, delay_ms, None, &[])
+    }
+
+    /// Start `wirefold core` (under `prlimit --nofile=N` when given) with extra flags.
+    fn start_with(dir: &Path, port: u16, delay_ms: u64, nofile: Option<u32>, extra: &[&str]) -> Core {
+        write_secret(&dir.join("tokens"), &format!("# test\nedge-1 {TOKEN}\n"));
+        let mut cmd = match nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(bin());
+                c
+            }
+            None => wirefold_cmd(),
+        };
+        let mut child = cmd
             .args(["core", "--listen", &format!("127.0.0.1:{port}"), "--db"])
             .arg(dir.join("core.db"))
             .arg("--tokens")
             .arg(dir.join("tokens"))
             .args(["--store-delay-ms", &delay_ms.to_string()])
+            .args(extra)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -38,11 +52,20 @@ impl Core {
                 "core did not start: {line}"
             );
         }
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let l2 = log.clone();
         std::thread::spawn(move || {
-            let mut sink = String::new();
-            while err.read_line(&mut sink).unwrap_or(0) > 0 {}
+            let mut line = String::new();
+            while err.read_line(&mut line).unwrap_or(0) > 0 {
+                l2.lock().unwrap().push_str(&line);
+                line.clear();
+            }
         });
-        Core(child)
+        Core(child, log)
+    }
+
+    fn log(&self) -> String {
+        self.1.lock().unwrap().clone()
     }
 
     fn kill9(mut self) {
@@ -76,6 +99,10 @@ fn files() -> Vec<PathBuf> {
 }
 
 fn sensor(dir: &Path, port: u16) -> Child {
+    sensor_with(dir, port, Stdio::null())
+}
+
+fn sensor_with(dir: &Path, port: u16, stderr: Stdio) -> Child {
     wirefold_cmd()
         .args(["replay", "--core", &format!("http://127.0.0.1:{port}"), "--token", TOKEN, "--sensor-id", "edge-1"])
         .arg("--data-dir")
@@ -85,7 +112,7 @@ fn sensor(dir: &Path, port: u16) -> Child {
         .arg("--summary-json")
         .arg(dir.join("summary.json"))
         .args(files())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap()
 }
@@ -237,4 +264,85 @@ fn a_sensor_that_lost_its_data_directory_reuses_no_sequence_number() {
     core.stop();
     let stored: u32 = db_rows(&dir).values().sum();
     assert_eq!(stored as u64, per_run[0] + per_run[1], "both runs stored in full");
+}
+
+#[test]
+fn a_database_locked_mid_stream_loses_and_doubles_nothing() {
+    // Another process holds the SQLite write lock for 12 s while a sensor
+    // streams. The store retries for 2 s per batch, then answers UNAVAILABLE;
+    // the sensor keeps those batches and resends them: nothing is lost.
+    let dir = scratch("fault-locked");
+    let port = free_port();
+    let core = Core::start_with(&dir, port, 8, None, &["--store-retry", "2"]);
+    let s = sensor_with(&dir, port, Stdio::piped());
+    std::thread::sleep(Duration::from_millis(500));
+    let conn = rusqlite::Connection::open(dir.join("core.db")).unwrap();
+    conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    std::thread::sleep(Duration::from_secs(12));
+    conn.execute_batch("COMMIT").unwrap();
+    drop(conn);
+    let out = s.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let sensor_log = String::from_utf8_lossy(&out.stderr).to_string();
+    let core_log = core.log();
+    core.stop();
+    let summary = assert_exactly_once(&dir);
+    let st = &summary["stream"];
+    assert_eq!(st["rejected"], 0, "{st}");
+    assert!(core_log.contains("STORE ERROR"), "the core says so loudly: {core_log}");
+    assert!(sensor_log.contains("stays in the spool and is resent"), "{sensor_log}");
+}
+
+#[test]
+fn idle_connections_on_both_ports_exhaust_no_core() {
+    // A core with 512 descriptors and a connection cap above that (so the
+    // accept loop meets EMFILE); 2,000 idle connections on the gRPC port and
+    // 2,000 on the metrics port. The core must not crash or spin; once the
+    // 3 s handshake timeout closes the idle ones, a normal sensor is served
+    // and /metrics answers.
+    let dir = scratch("fault-fds");
+    let port = free_port();
+    let mport = free_port();
+    let mut core = Core::start_with(
+        &dir,
+        port,
+        0,
+        Some(512),
+        &["--max-connections", "5000", "--handshake-timeout", "3", "--metrics", &format!("127.0.0.1:{mport}")],
+    );
+    let held: Vec<std::net::TcpStream> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..8)
+            .map(|i| {
+                sc.spawn(move || {
+                    let p = if i % 2 == 0 { port } else { mport };
+                    let addr: std::net::SocketAddr = format!("127.0.0.1:{p}").parse().unwrap();
+                    (0..500)
+                        .filter_map(|_| std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    assert!(held.len() > 1000, "{} connections opened", held.len());
+    let t = Instant::now();
+    let st = wait(sensor(&dir, port), Duration::from_secs(60));
+    let served_in = t.elapsed();
+    assert!(st.success());
+    assert!(core.0.try_wait().unwrap().is_none(), "the core is alive");
+    let (code, body) = http_get(format!("127.0.0.1:{mport}").parse().unwrap(), "/metrics");
+    assert_eq!(code, 200, "{body}");
+    let m = parse_metrics(&body);
+    let errors = metric_sum(&m, "wirefold_listen_accept_errors_total", &[("port", "grpc")]);
+    let timed_out = metric_sum(&m, "wirefold_listen_timed_out_total", &[]);
+    assert!(errors > 0.0, "the accept loop met EMFILE and backed off");
+    assert!(timed_out > 100.0, "idle connections were closed ({timed_out})");
+    eprintln!(
+        "held {} connections; sensor served in {served_in:?}; {errors} accept errors, {timed_out} timed out",
+        held.len()
+    );
+    drop(held);
+    assert!(!core.log().contains("panicked"), "{}", core.log());
+    core.stop();
+    assert_exactly_once(&dir);
 }

@@ -227,7 +227,7 @@ fn sensor_counters_agree_with_the_summary_and_pass_promtool() {
 fn core_metrics_count_batches_by_sensor_and_result() {
     let dir = scratch("core-metrics");
     let tokens = dir.join("tokens");
-    std::fs::write(&tokens, "s1 token-s1-abcdef\n").unwrap();
+    write_secret(&tokens, "s1 token-s1-abcdef\n");
     let db = dir.join("core.db");
     let mut core = Proc::spawn(&[
         "core",
@@ -314,7 +314,7 @@ fn promql(addr: SocketAddr, q: &str) -> Option<f64> {
 fn a_prometheus_server_scrapes_a_running_replay() {
     let dir = scratch("prometheus");
     let tokens = dir.join("tokens");
-    std::fs::write(&tokens, "sensor-a token-a-123456789\n").unwrap();
+    write_secret(&tokens, "sensor-a token-a-123456789\n");
     let mut core = Proc::spawn(&[
         "core",
         "--listen",
