@@ -1,8 +1,9 @@
 //! The flow table: one per flow worker (shard), driven by packet time.
 use super::{DirStats, EndReason, FlowKey, TcpState, TcpTracker};
 use crate::wire::{tcp::flags, PacketMeta, TunnelKind};
+use hashbrown::HashTable;
 use rustc_hash::FxBuildHasher;
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 
 const NS: u64 = 1_000_000_000;
 
@@ -140,60 +141,255 @@ pub struct FlowStats {
     pub created: u64,
     /// Flow records exported, by [`EndReason`].
     pub ended: [u64; EndReason::COUNT],
-    /// Eviction passes run because the table was full.
+    /// Flows evicted because the table was full (one least recently seen
+    /// flow per new flow; each is also counted in `ended`).
     pub eviction_passes: u64,
     /// Most flows held at once.
     pub peak_flows: u64,
+    /// Packets so far out of time order that their flow was placed in its
+    /// expiry list approximately (more than [`REORDER_WALK`] places back).
+    pub reorder_overflow: u64,
+}
+
+/// How far back from the tail an out-of-order packet's flow is walked to
+/// keep a time list sorted; beyond it the flow is placed there (counted).
+pub const REORDER_WALK: usize = 64;
+
+const NIL: u32 = u32::MAX;
+
+/// Which time list a slot is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum List {
+    /// Open flows, ordered by last packet time (idle expiry, eviction).
+    Open = 0,
+    /// Flows closed by FIN/RST, ordered by last packet time (linger).
+    Closed = 1,
+    /// Open flows with packets, ordered by first packet time (active timeout).
+    Active = 2,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Links {
+    prev: u32,
+    next: u32,
+}
+
+/// One slot of the preallocated storage.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    key: FlowKey,
+    flow: Flow,
+    /// Links in the Open or Closed list (by `flow.closed`).
+    time: Links,
+    /// Links in the Active list (`in_active`).
+    active: Links,
+    in_active: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Ends {
+    head: u32,
+    tail: u32,
 }
 
 /// A bidirectional flow table with timeouts and a hard cap.
+///
+/// Storage is a slab of slots preallocated to `max_flows` (plus an index of
+/// 4-byte slot numbers, also preallocated), so the table never rehashes or
+/// reallocates while running. Expiry needs no scan: open flows sit in a
+/// list ordered by last packet time, closed flows in another, and open flows
+/// with packets in a third ordered by first packet time; a sweep (every
+/// `sweep_interval_ns` of packet time, as before) pops what is due from the
+/// heads, O(1) per expired flow. Eviction takes the least recently seen flow
+/// from the heads of the open and closed lists, O(1) per evicted flow.
 pub struct FlowTable {
-    map: HashMap<FlowKey, Flow, FxBuildHasher>,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    index: HashTable<u32>,
+    lists: [Ends; 3],
     cfg: FlowConfig,
     now_ns: u64,
     next_sweep_ns: u64,
+    /// The reference time of a sweep that ran out of budget (it continues
+    /// on the next call, as of that time).
+    sweep_at: Option<u64>,
     finished: Vec<FinishedFlow>,
-    scratch: Vec<u64>,
     /// Counters.
     pub stats: FlowStats,
 }
 
+/// Most flows one call expires; a sweep with more due continues on the next
+/// packet (as of its own reference time), so no single packet pays for a
+/// mass expiry (a flood's flows timing out together).
+pub const SWEEP_BUDGET: usize = 64;
+
+/// What a sweep at some time does to one flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    /// Remove it (closed after the linger, or idle).
+    Remove,
+    /// Export it and start a new record (active timeout).
+    Restart,
+}
+
 impl std::fmt::Debug for FlowTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FlowTable").field("flows", &self.map.len()).field("cfg", &self.cfg).finish()
+        f.debug_struct("FlowTable").field("flows", &self.len()).field("cfg", &self.cfg).finish()
     }
 }
 
+#[inline]
+fn hash_key(k: &FlowKey) -> u64 {
+    FxBuildHasher.hash_one(k)
+}
+
+/// Bytes of the index per slot: hashbrown keeps a load factor of at most
+/// 7/8 and one control byte per bucket, and rounds buckets up to a power of two.
+fn index_bytes(max_flows: usize) -> usize {
+    let buckets = (max_flows.saturating_mul(8) / 7 + 1).next_power_of_two();
+    buckets * (std::mem::size_of::<u32>() + 1)
+}
+
 impl FlowTable {
-    /// An empty table.
+    /// Bytes a table for `max_flows` flows takes when full: slots, free list and index.
+    pub fn memory_bytes(max_flows: usize) -> usize {
+        max_flows * (std::mem::size_of::<Slot>() + std::mem::size_of::<u32>()) + index_bytes(max_flows)
+    }
+
+    /// Bytes per tracked flow when full.
+    pub fn bytes_per_flow(max_flows: usize) -> f64 {
+        Self::memory_bytes(max_flows.max(1)) as f64 / max_flows.max(1) as f64
+    }
+
+    /// An empty table with storage for `cfg.max_flows` flows, allocated now.
     pub fn new(cfg: FlowConfig) -> Self {
-        // Start small: the sweep walks the whole allocation, and the map grows
-        // (amortised, off the common path) as flows arrive.
-        let cap = cfg.max_flows.min(1024);
+        let cap = cfg.max_flows.clamp(1, NIL as usize - 1);
+        let cfg = FlowConfig { max_flows: cap, ..cfg };
         Self {
-            map: HashMap::with_capacity_and_hasher(cap, FxBuildHasher),
+            slots: Vec::with_capacity(cap),
+            free: Vec::with_capacity(cap),
+            index: HashTable::with_capacity(cap),
+            lists: [Ends { head: NIL, tail: NIL }; 3],
             cfg,
             now_ns: 0,
             next_sweep_ns: 0,
+            sweep_at: None,
             finished: Vec::with_capacity(1024),
-            scratch: Vec::new(),
             stats: FlowStats::default(),
         }
     }
 
     /// Flows currently held.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.index.len()
     }
 
     /// Whether the table is empty.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.index.is_empty()
     }
 
     /// The table's clock: the latest time seen.
     pub fn now_ns(&self) -> u64 {
         self.now_ns
+    }
+
+    fn links(&mut self, i: u32, l: List) -> &mut Links {
+        let s = &mut self.slots[i as usize];
+        if l == List::Active {
+            &mut s.active
+        } else {
+            &mut s.time
+        }
+    }
+
+    fn unlink(&mut self, i: u32, l: List) {
+        let Links { prev, next } = *self.links(i, l);
+        if prev == NIL {
+            self.lists[l as usize].head = next;
+        } else {
+            self.links(prev, l).next = next;
+        }
+        if next == NIL {
+            self.lists[l as usize].tail = prev;
+        } else {
+            self.links(next, l).prev = prev;
+        }
+        *self.links(i, l) = Links { prev: NIL, next: NIL };
+    }
+
+    /// The time a list orders its slots by.
+    fn order(&self, i: u32, l: List) -> u64 {
+        let f = &self.slots[i as usize].flow;
+        if l == List::Active {
+            f.first_ns
+        } else {
+            f.last_ns
+        }
+    }
+
+    /// Insert `i` keeping list `l` sorted: from the tail back past later
+    /// slots (usually none: packet time moves forward).
+    fn link_sorted(&mut self, i: u32, l: List) {
+        let t = self.order(i, l);
+        let mut after = self.lists[l as usize].tail;
+        let mut steps = 0;
+        while after != NIL && self.order(after, l) > t {
+            if steps == REORDER_WALK {
+                self.stats.reorder_overflow += 1;
+                break;
+            }
+            after = self.links(after, l).prev;
+            steps += 1;
+        }
+        let next = if after == NIL { self.lists[l as usize].head } else { self.links(after, l).next };
+        *self.links(i, l) = Links { prev: after, next };
+        if after == NIL {
+            self.lists[l as usize].head = i;
+        } else {
+            self.links(after, l).next = i;
+        }
+        if next == NIL {
+            self.lists[l as usize].tail = i;
+        } else {
+            self.links(next, l).prev = i;
+        }
+    }
+
+    fn time_list(&self, i: u32) -> List {
+        if self.slots[i as usize].flow.closed.is_some() {
+            List::Closed
+        } else {
+            List::Open
+        }
+    }
+
+    /// Re-place a slot after its times changed.
+    #[inline]
+    fn touch(&mut self, i: u32, was: List, was_active: bool) {
+        let now_list = self.time_list(i);
+        let at_tail = self.lists[was as usize].tail == i;
+        if was != now_list || !at_tail {
+            self.unlink(i, was);
+            self.link_sorted(i, now_list);
+        }
+        let want_active = now_list == List::Open && self.slots[i as usize].flow.packets() > 0;
+        match (was_active, want_active) {
+            (false, true) => {
+                self.slots[i as usize].in_active = true;
+                self.link_sorted(i, List::Active);
+            }
+            (true, false) => {
+                self.unlink(i, List::Active);
+                self.slots[i as usize].in_active = false;
+            }
+            _ => {}
+        }
+    }
+
+    fn find(&self, key: &FlowKey, h: u64) -> Option<u32> {
+        let slots = &self.slots;
+        self.index.find(h, |&i| slots[i as usize].key == *key).copied()
     }
 
     /// Add one decoded packet.
@@ -203,29 +399,66 @@ impl FlowTable {
         self.stats.packets += 1;
         self.stats.bytes += m.ip_len as u64;
         let (key, sender_lo) = FlowKey::from_meta(m);
-        if let Some(f) = self.map.get_mut(&key) {
-            let reuse = f.closed.is_some() && m.proto == 6 && m.tcp_flags & (flags::SYN | flags::ACK) == flags::SYN;
-            if !reuse {
-                f.add(m, sender_lo);
-                return;
+        let h = hash_key(&key);
+        let mut found = self.find(&key, h);
+        if let (Some(i), Some(at)) = (found, self.sweep_at) {
+            // An unfinished sweep would have handled this flow before this packet.
+            match self.due(i, at) {
+                Some(Due::Remove) => {
+                    self.expire(i);
+                    found = None;
+                }
+                Some(Due::Restart) => self.restart(i),
+                None => {}
             }
-            // A new SYN on a closed connection: the port pair was reused.
-            let old = *f;
-            *f = Flow::new(m, sender_lo);
-            f.add(m, sender_lo);
-            self.stats.created += 1;
-            let reason = old.closed.unwrap_or(EndReason::Fin);
-            self.emit(key, old, reason);
+        }
+        if let Some(i) = found {
+            let was = self.time_list(i);
+            let was_active = self.slots[i as usize].in_active;
+            let f = &mut self.slots[i as usize].flow;
+            let reuse = f.closed.is_some() && m.proto == 6 && m.tcp_flags & (flags::SYN | flags::ACK) == flags::SYN;
+            if reuse {
+                // A new SYN on a closed connection: the port pair was reused.
+                let old = *f;
+                *f = Flow::new(m, sender_lo);
+                f.add(m, sender_lo);
+                self.stats.created += 1;
+                let reason = old.closed.unwrap_or(EndReason::Fin);
+                self.emit(key, old, reason);
+            } else {
+                f.add(m, sender_lo);
+            }
+            self.touch(i, was, was_active);
             return;
         }
-        if self.map.len() >= self.cfg.max_flows {
+        if self.len() >= self.cfg.max_flows {
             self.evict();
         }
         let mut f = Flow::new(m, sender_lo);
         f.add(m, sender_lo);
-        self.map.insert(key, f);
+        let slot = Slot {
+            key,
+            flow: f,
+            time: Links { prev: NIL, next: NIL },
+            active: Links { prev: NIL, next: NIL },
+            in_active: false,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = slot;
+                i
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slots = &self.slots;
+        self.index.insert_unique(h, i, |&j| hash_key(&slots[j as usize].key));
+        self.link_sorted(i, self.time_list(i));
+        self.touch(i, self.time_list(i), false);
         self.stats.created += 1;
-        self.stats.peak_flows = self.stats.peak_flows.max(self.map.len() as u64);
+        self.stats.peak_flows = self.stats.peak_flows.max(self.len() as u64);
     }
 
     /// Move the clock to `now_ns` (if later) and expire what is due. Called
@@ -236,9 +469,12 @@ impl FlowTable {
         if now_ns > self.now_ns {
             self.now_ns = now_ns;
         }
-        if self.now_ns >= self.next_sweep_ns {
+        if self.sweep_at.is_some() || self.now_ns >= self.next_sweep_ns {
+            let at = self.sweep_at.unwrap_or(self.now_ns);
             self.sweep();
-            self.next_sweep_ns = self.now_ns.saturating_add(self.cfg.sweep_interval_ns);
+            if self.sweep_at.is_none() {
+                self.next_sweep_ns = at.saturating_add(self.cfg.sweep_interval_ns);
+            }
         }
     }
 
@@ -247,82 +483,130 @@ impl FlowTable {
         self.finished.push(FinishedFlow { key, flow, reason });
     }
 
+    /// Take slot `i` out of the table (every list, the index) and free it.
+    fn remove(&mut self, i: u32) -> (FlowKey, Flow) {
+        let l = self.time_list(i);
+        self.unlink(i, l);
+        if self.slots[i as usize].in_active {
+            self.unlink(i, List::Active);
+            self.slots[i as usize].in_active = false;
+        }
+        let key = self.slots[i as usize].key;
+        let h = hash_key(&key);
+        if let Ok(e) = self.index.find_entry(h, |&j| j == i) {
+            e.remove();
+        }
+        self.free.push(i);
+        (key, self.slots[i as usize].flow)
+    }
+
+    /// What a sweep at time `at` does to slot `i`, if anything.
+    fn due(&self, i: u32, at: u64) -> Option<Due> {
+        let cfg = &self.cfg;
+        let f = &self.slots[i as usize].flow;
+        let idle = at.saturating_sub(f.last_ns);
+        if f.closed.is_some() {
+            let linger = cfg.idle_timeout_ns.map_or(cfg.close_linger_ns, |t| t.min(cfg.close_linger_ns));
+            return (idle >= linger).then_some(Due::Remove);
+        }
+        if cfg.idle_timeout_ns.is_some_and(|t| idle >= t) {
+            return Some(Due::Remove);
+        }
+        if f.packets() > 0 && cfg.active_timeout_ns.is_some_and(|t| at.saturating_sub(f.first_ns) >= t) {
+            return Some(Due::Restart);
+        }
+        None
+    }
+
+    /// Remove slot `i` as expired, exporting it (closed: its reason; open: idle).
+    fn expire(&mut self, i: u32) {
+        let (key, f) = self.remove(i);
+        match f.closed {
+            Some(reason) => self.emit(key, f, reason),
+            None if f.packets() > 0 => self.emit(key, f, EndReason::Idle),
+            None => {}
+        }
+    }
+
+    /// Export slot `i` at its active timeout and continue it in a new record.
+    fn restart(&mut self, i: u32) {
+        let (key, f) = (self.slots[i as usize].key, self.slots[i as usize].flow);
+        self.emit(key, f, EndReason::Active);
+        self.slots[i as usize].flow.restart();
+        if self.slots[i as usize].in_active {
+            self.unlink(i, List::Active);
+            self.slots[i as usize].in_active = false;
+        }
+    }
+
+    /// Expire what is due as of the sweep's reference time, at most
+    /// [`SWEEP_BUDGET`] flows per call.
     fn sweep(&mut self) {
-        let now = self.now_ns;
-        let cfg = self.cfg;
+        let at = self.sweep_at.unwrap_or(self.now_ns);
         let start = self.finished.len();
-        let finished = &mut self.finished;
-        let ended = &mut self.stats.ended;
-        let mut push = |key: FlowKey, flow: Flow, reason: EndReason| {
-            ended[reason as usize] += 1;
-            finished.push(FinishedFlow { key, flow, reason });
-        };
-        self.map.retain(|key, f| {
-            let idle = now.saturating_sub(f.last_ns);
-            if let Some(reason) = f.closed {
-                if idle >= cfg.close_linger_ns || cfg.idle_timeout_ns.is_some_and(|t| idle >= t) {
-                    push(*key, *f, reason);
-                    return false;
+        let mut budget = SWEEP_BUDGET;
+        for l in [List::Closed, List::Open, List::Active] {
+            while budget > 0 {
+                let i = self.lists[l as usize].head;
+                if i == NIL {
+                    break;
                 }
-                return true;
-            }
-            if let Some(t) = cfg.idle_timeout_ns {
-                if idle >= t {
-                    if f.packets() > 0 {
-                        push(*key, *f, EndReason::Idle);
-                    }
-                    return false;
+                match self.due(i, at) {
+                    Some(Due::Remove) => self.expire(i),
+                    Some(Due::Restart) if l == List::Active => self.restart(i),
+                    _ => break,
                 }
+                budget -= 1;
             }
-            if let Some(t) = cfg.active_timeout_ns {
-                if f.packets() > 0 && now.saturating_sub(f.first_ns) >= t {
-                    push(*key, *f, EndReason::Active);
-                    f.restart();
-                }
-            }
-            true
-        });
+        }
+        self.sweep_at = (budget == 0).then_some(at);
         sort_tail(&mut self.finished[start..]);
     }
 
+    /// Evict the least recently seen flow (open or closed).
     fn evict(&mut self) {
-        self.stats.eviction_passes += 1;
-        // Evict the least recently seen sixteenth (at least one flow).
-        self.scratch.clear();
-        self.scratch.extend(self.map.values().map(|f| f.last_ns));
-        let k = (self.scratch.len() / 16).max(1) - 1;
-        let (_, threshold, _) = self.scratch.select_nth_unstable(k);
-        let threshold = *threshold;
-        let start = self.finished.len();
-        let finished = &mut self.finished;
-        let ended = &mut self.stats.ended;
-        let mut budget = k + 1;
-        self.map.retain(|key, f| {
-            if budget > 0 && f.last_ns <= threshold {
-                budget -= 1;
-                let reason = f.closed.unwrap_or(EndReason::Evicted);
-                ended[reason as usize] += 1;
-                finished.push(FinishedFlow { key: *key, flow: *f, reason });
-                return false;
+        let (o, c) = (self.lists[List::Open as usize].head, self.lists[List::Closed as usize].head);
+        let i = match (o, c) {
+            (NIL, NIL) => return,
+            (o, NIL) => o,
+            (NIL, c) => c,
+            (o, c) => {
+                if self.slots[c as usize].flow.last_ns < self.slots[o as usize].flow.last_ns {
+                    c
+                } else {
+                    o
+                }
             }
-            true
-        });
-        sort_tail(&mut self.finished[start..]);
+        };
+        if let Some(at) = self.sweep_at {
+            // An unfinished sweep would have expired it: it is not an eviction.
+            if self.due(i, at) == Some(Due::Remove) {
+                self.expire(i);
+                return;
+            }
+        }
+        self.stats.eviction_passes += 1;
+        let (key, f) = self.remove(i);
+        let reason = f.closed.unwrap_or(EndReason::Evicted);
+        self.emit(key, f, reason);
     }
 
     /// End every flow with `reason` (TCP flows already closed keep theirs).
     pub fn flush(&mut self, reason: EndReason) {
+        self.sweep_at = None;
         let start = self.finished.len();
-        let finished = &mut self.finished;
-        let ended = &mut self.stats.ended;
-        for (key, f) in self.map.drain() {
-            if f.packets() == 0 {
-                continue;
+        for l in [List::Closed, List::Open] {
+            while let Some(i) = Some(self.lists[l as usize].head).filter(|&i| i != NIL) {
+                let (key, f) = self.remove(i);
+                if f.packets() == 0 {
+                    continue;
+                }
+                let r = f.closed.unwrap_or(reason);
+                self.emit(key, f, r);
             }
-            let r = f.closed.unwrap_or(reason);
-            ended[r as usize] += 1;
-            finished.push(FinishedFlow { key, flow: f, reason: r });
         }
+        self.slots.clear();
+        self.free.clear();
         sort_tail(&mut self.finished[start..]);
     }
 
@@ -451,5 +735,123 @@ mod tests {
         let out = drain(&mut t);
         assert!(!out[0].flow.initiator_is_lo, "the SYN+ACK's receiver (10.0.0.9) initiated");
         assert_eq!((out[0].flow.fwd.packets, out[0].flow.rev.packets), (0, 1));
+    }
+
+    #[test]
+    fn expiry_pops_due_flows_in_time_order_without_touching_the_rest() {
+        let cfg = FlowConfig { idle_timeout_ns: Some(10 * NS), active_timeout_ns: None, ..Default::default() };
+        let mut t = FlowTable::new(cfg);
+        // Flows started at 0..5 s, one packet each; one of them (port 1002) is refreshed at 8 s.
+        for i in 0..6u16 {
+            let mut p = pkt(i as f64, 1, 1000 + i, 2, 53, 0, 80);
+            p.proto = 17;
+            t.add(&p);
+        }
+        let mut p = pkt(8.0, 1, 1002, 2, 53, 0, 80);
+        p.proto = 17;
+        t.add(&p);
+        // At 13.5 s the flows last seen at 0..3 s are due (not 1002, seen at 8 s).
+        t.advance(13 * NS + NS / 2);
+        let out: Vec<u16> = drain(&mut t).iter().map(|f| f.key.lo_port.min(f.key.hi_port)).collect();
+        assert_eq!(out, vec![53, 53, 53], "three flows expired");
+        let ports: Vec<u16> = {
+            t.flush(EndReason::Eof);
+            drain(&mut t).iter().map(|f| f.key.lo_port.max(f.key.hi_port)).collect()
+        };
+        assert_eq!(ports.len(), 3);
+        assert!(ports.contains(&1002) && ports.contains(&1004) && ports.contains(&1005), "{ports:?}");
+    }
+
+    #[test]
+    fn eviction_takes_the_least_recently_seen_one_flow_at_a_time() {
+        let cfg = FlowConfig { max_flows: 4, idle_timeout_ns: None, active_timeout_ns: None, ..Default::default() };
+        let mut t = FlowTable::new(cfg);
+        for i in 0..4u16 {
+            t.add(&pkt(i as f64, 1, 1000 + i, 2, 80, S, 60));
+        }
+        // Touch the oldest: now 1001 is the least recently seen.
+        t.add(&pkt(4.0, 1, 1000, 2, 80, A, 52));
+        t.add(&pkt(5.0, 1, 2000, 2, 80, S, 60));
+        let out = drain(&mut t);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].key.lo_port.max(out[0].key.hi_port), 1001);
+        assert_eq!(out[0].reason, EndReason::Evicted);
+        t.add(&pkt(6.0, 1, 2001, 2, 80, S, 60));
+        let out = drain(&mut t);
+        assert_eq!(out[0].key.lo_port.max(out[0].key.hi_port), 1002);
+        assert_eq!((t.len(), t.stats.eviction_passes), (4, 2));
+    }
+
+    #[test]
+    fn out_of_order_packet_times_keep_the_lists_sorted() {
+        let cfg = FlowConfig { idle_timeout_ns: Some(10 * NS), active_timeout_ns: None, ..Default::default() };
+        let mut t = FlowTable::new(cfg);
+        let mut p = pkt(5.0, 1, 1000, 2, 80, S, 60);
+        t.add(&p);
+        // A packet of another flow stamped earlier than the table's clock.
+        p = pkt(1.0, 1, 1001, 2, 80, S, 60);
+        t.add(&p);
+        // At 11.5 s the flow last seen at 1 s is due, the one at 5 s is not.
+        t.advance(11 * NS + NS / 2);
+        let out = drain(&mut t);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].key.lo_port.max(out[0].key.hi_port), 1001);
+        assert_eq!(t.stats.reorder_overflow, 0);
+    }
+
+    #[test]
+    fn storage_is_preallocated_and_its_size_is_known() {
+        let cfg =
+            FlowConfig { max_flows: 10_000, idle_timeout_ns: None, active_timeout_ns: None, ..Default::default() };
+        let mut t = FlowTable::new(cfg);
+        let (slots, index) = (t.slots.capacity(), t.index.capacity());
+        for i in 0..30_000u32 {
+            let mut p = pkt(i as f64 * 1e-6, 1, (i % 60_000) as u16, 2, 80, S, 60);
+            p.src[2] = (i >> 16) as u8;
+            t.add(&p);
+        }
+        assert_eq!((t.slots.capacity(), t.index.capacity()), (slots, index), "no reallocation while full");
+        assert_eq!(t.len(), 10_000);
+        assert_eq!(t.stats.eviction_passes, 20_000);
+        let per = FlowTable::bytes_per_flow(1_000_000);
+        eprintln!(
+            "slot {} bytes (key {}, flow {}); {per:.1} bytes per flow at 1M",
+            std::mem::size_of::<Slot>(),
+            std::mem::size_of::<FlowKey>(),
+            std::mem::size_of::<Flow>()
+        );
+        assert!(per > std::mem::size_of::<Slot>() as f64 && per < 1024.0, "{per}");
+    }
+
+    #[test]
+    fn a_mass_expiry_is_spread_over_calls_and_stays_exact() {
+        let cfg = FlowConfig { idle_timeout_ns: Some(10 * NS), active_timeout_ns: None, ..Default::default() };
+        let mut t = FlowTable::new(cfg);
+        let n = SWEEP_BUDGET * 3 + 5;
+        for i in 0..n as u32 {
+            let mut p = pkt(0.5, 1, (i % 60_000) as u16, 2, 53, 0, 80);
+            p.proto = 17;
+            p.src[2] = (i >> 16) as u8;
+            t.add(&p);
+        }
+        drain(&mut t);
+        // One call at 20 s expires at most a budget's worth.
+        t.advance(20 * NS);
+        assert_eq!(drain(&mut t).len(), SWEEP_BUDGET);
+        // A packet of a flow the unfinished sweep has not reached yet: the
+        // flow is expired first (as the sweep at 20 s would have), and the
+        // packet starts a new one.
+        let mut p = pkt(20.0, 1, (n - 1) as u16, 2, 53, 0, 80);
+        p.proto = 17;
+        p.src[2] = ((n - 1) >> 16) as u8;
+        t.add(&p);
+        let mut total = SWEEP_BUDGET + drain(&mut t).len();
+        for _ in 0..4 {
+            t.advance(20 * NS);
+            total += drain(&mut t).len();
+        }
+        assert_eq!(total, n, "every old flow expired exactly once");
+        assert_eq!(t.len(), 1, "the new flow remains");
+        assert_eq!(t.stats.ended[EndReason::Idle as usize], n as u64);
     }
 }
