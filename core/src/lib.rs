@@ -14,7 +14,11 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
+pub mod gates;
+pub mod ledger;
 pub mod listen;
+pub mod promote;
 pub mod rate;
 pub mod service;
 pub mod store;
@@ -22,6 +26,9 @@ pub mod telemetry;
 pub mod tokens;
 pub mod validate;
 
+pub use admin::{admin_request, AdminCommand, AdminError, AdminListen};
+pub use gates::{GateEngine, GatesConfig};
+pub use ledger::{export as export_ledger, verify as verify_ledger, LedgerHead, VerifyReport};
 pub use service::{serve, CoreConfig, CoreCounters, CoreHandle, SensorCounts, ServeError};
 pub use store::Store;
 pub use tokens::{Tokens, TokensError};

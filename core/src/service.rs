@@ -10,7 +10,10 @@
 //!   `UNAVAILABLE` and the stream ends, so the sensor keeps the batch and
 //!   resends it after reconnecting;
 //! - one live stream per sensor: a new stream fences (closes) the older one.
+use crate::admin::{AdminListen, AdminRequest};
+use crate::gates::{DriftReference, GatesConfig};
 use crate::listen::{ListenCounters, ListenLimits};
+use crate::promote::{GateMetrics, PromoteError, Promotion};
 use crate::rate::{Rate, RateLaw};
 use crate::store::{Refusal, Store, StoreError, Stored, SEQ_LIMIT};
 use crate::telemetry::{Exposition, Latency};
@@ -72,6 +75,14 @@ pub struct CoreConfig {
     /// How long the store retries a failing write before it answers
     /// `UNAVAILABLE` (the sensor keeps the batch and resends it).
     pub store_retry_for: Duration,
+    /// The promotion gates (`[gates]`; see `docs/gates.md`).
+    pub gates: GatesConfig,
+    /// The audit ledger; `None` = `<db>.ledger.jsonl` beside the database.
+    pub ledger: Option<PathBuf>,
+    /// The admin endpoint (address and token); `None` = no admin endpoint.
+    pub admin: Option<AdminListen>,
+    /// The drift reference for sensors without one (else learned from their first windows).
+    pub drift_reference: Option<DriftReference>,
 }
 
 /// Default connection cap: three quarters of the descriptor limit (the rest
@@ -102,6 +113,10 @@ impl CoreConfig {
             },
             keepalive: Duration::from_secs(20),
             store_retry_for: Duration::from_secs(30),
+            gates: GatesConfig::default(),
+            ledger: None,
+            admin: None,
+            drift_reference: None,
         }
     }
 }
@@ -132,6 +147,10 @@ pub struct CoreCounters {
     pub store_latency: Latency,
     /// The gRPC listener's counters.
     pub listen: Arc<ListenCounters>,
+    /// The admin listener's counters.
+    pub admin_listen: Arc<ListenCounters>,
+    /// The promotion gates' counts and state.
+    pub gates: Mutex<GateMetrics>,
 }
 
 /// One sensor's counts at the core.
@@ -282,6 +301,8 @@ impl CoreCounters {
         );
         e.gauge_of("wirefold_core_streams", "Sensor streams open right now.", &self.streams_open);
         listen_exposition(&mut e, "grpc", &self.listen);
+        listen_exposition(&mut e, "admin", &self.admin_listen);
+        gate_exposition(&mut e, &self.gates.lock().unwrap_or_else(|p| p.into_inner()));
         e.summary(
             "wirefold_core_store_seconds",
             "Store transaction time per batch (quantiles over the last 1-2 minutes).",
@@ -289,6 +310,160 @@ impl CoreCounters {
             &self.store_latency,
         );
         e
+    }
+}
+
+/// The gates' metric families.
+pub fn gate_exposition(e: &mut Exposition, g: &GateMetrics) {
+    const DEC: &str = "Gate decisions by gate, mode and verdict (enforce: pass, hold, not_reached = an earlier gate held the flow; shadow: pass, would_hold).";
+    if g.decisions.is_empty() {
+        e.counter(
+            "wirefold_core_gate_decisions_total",
+            DEC,
+            &[("gate", "score"), ("mode", "enforce"), ("verdict", "pass")],
+            0.0,
+        );
+    }
+    for ((gate, mode, verdict), v) in &g.decisions {
+        e.counter(
+            "wirefold_core_gate_decisions_total",
+            DEC,
+            &[("gate", gate), ("mode", mode), ("verdict", verdict)],
+            *v as f64,
+        );
+    }
+    const VER: &str = "Flows decided by the gates, by sensor and verdict (promoted, held).";
+    if g.verdicts.is_empty() {
+        e.counter("wirefold_core_promotions_total", VER, &[("sensor", ""), ("verdict", "promoted")], 0.0);
+    }
+    for ((sensor, verdict), v) in &g.verdicts {
+        e.counter("wirefold_core_promotions_total", VER, &[("sensor", sensor), ("verdict", verdict)], *v as f64);
+    }
+    if g.alerts.is_empty() {
+        e.counter("wirefold_core_drift_alerts_total", "Drift alerts raised, by sensor.", &[("sensor", "")], 0.0);
+    }
+    for (sensor, v) in &g.alerts {
+        e.counter(
+            "wirefold_core_drift_alerts_total",
+            "Drift alerts raised, by sensor.",
+            &[("sensor", sensor)],
+            *v as f64,
+        );
+    }
+    e.gauge("wirefold_core_gates_config_version", "Gate configuration version in force.", &[], g.config_version as f64);
+    e.gauge(
+        "wirefold_core_ledger_entries",
+        "Entries in the audit ledger (its head seq).",
+        &[],
+        g.ledger_entries as f64,
+    );
+    e.counter(
+        "wirefold_core_ledger_errors_total",
+        "Ledger appends that failed (entries stay in the database and are appended later).",
+        &[],
+        g.ledger_errors as f64,
+    );
+    for s in &g.status {
+        let l = [("sensor", s.sensor.as_str())];
+        e.gauge(
+            "wirefold_core_reservoir_embeddings",
+            "Embeddings in the novelty reservoir, by sensor.",
+            &l,
+            s.reservoir_len as f64,
+        );
+        e.gauge(
+            "wirefold_core_reservoir_capacity",
+            "Novelty reservoir capacity, by sensor.",
+            &l,
+            s.reservoir_cap as f64,
+        );
+        e.gauge(
+            "wirefold_core_budget_remaining",
+            "Promotions left in the sensor's budget bucket at its latest batch time.",
+            &l,
+            s.budget_remaining.floor(),
+        );
+        e.gauge(
+            "wirefold_core_burst_classes",
+            "Flow classes the burst gate tracks, by sensor.",
+            &l,
+            s.burst_classes as f64,
+        );
+        e.gauge(
+            "wirefold_core_drift_alerted",
+            "1 while a drift alert of the sensor is unacknowledged.",
+            &l,
+            s.drift_alerted as u8 as f64,
+        );
+        e.gauge(
+            "wirefold_core_gates_forced_shadow",
+            "1 while drift has switched the sensor's enforcing gates to shadow.",
+            &l,
+            s.forced_shadow as u8 as f64,
+        );
+        if let Some(d) = &s.drift {
+            e.gauge(
+                "wirefold_core_drift_psi",
+                "Largest per-dimension PSI of the latest window against the reference, by sensor.",
+                &l,
+                d.psi_ref_max,
+            );
+            e.gauge(
+                "wirefold_core_drift_psi_mean",
+                "Mean per-dimension PSI of the latest window against the reference.",
+                &l,
+                d.psi_ref_mean,
+            );
+            e.gauge(
+                "wirefold_core_drift_psi_previous",
+                "Largest per-dimension PSI of the latest window against the window before.",
+                &l,
+                d.psi_prev_max,
+            );
+            e.gauge(
+                "wirefold_core_drift_score_psi",
+                "PSI of the score distribution against the reference.",
+                &l,
+                d.score_psi,
+            );
+            e.gauge(
+                "wirefold_core_drift_top_share",
+                "Share of the latest window's promotions going to its top destination.",
+                &l,
+                d.top_share,
+            );
+            e.gauge(
+                "wirefold_core_drift_hhi",
+                "Herfindahl index of the latest window's promoted destinations.",
+                &l,
+                d.hhi,
+            );
+        }
+    }
+    // Every family is present from the first scrape, at zero, before any
+    // sensor has sent (dashboards and alerts can be checked against it).
+    const PER_SENSOR: [(&str, &str); 12] = [
+        ("wirefold_core_reservoir_embeddings", "Embeddings in the novelty reservoir, by sensor."),
+        ("wirefold_core_reservoir_capacity", "Novelty reservoir capacity, by sensor."),
+        ("wirefold_core_budget_remaining", "Promotions left in the sensor's budget bucket at its latest batch time."),
+        ("wirefold_core_burst_classes", "Flow classes the burst gate tracks, by sensor."),
+        ("wirefold_core_drift_alerted", "1 while a drift alert of the sensor is unacknowledged."),
+        ("wirefold_core_gates_forced_shadow", "1 while drift has switched the sensor's enforcing gates to shadow."),
+        ("wirefold_core_drift_psi", "Largest per-dimension PSI of the latest window against the reference, by sensor."),
+        ("wirefold_core_drift_psi_mean", "Mean per-dimension PSI of the latest window against the reference."),
+        (
+            "wirefold_core_drift_psi_previous",
+            "Largest per-dimension PSI of the latest window against the window before.",
+        ),
+        ("wirefold_core_drift_score_psi", "PSI of the score distribution against the reference."),
+        ("wirefold_core_drift_top_share", "Share of the latest window's promotions going to its top destination."),
+        ("wirefold_core_drift_hhi", "Herfindahl index of the latest window's promoted destinations."),
+    ];
+    let have = e.names();
+    for (name, help) in PER_SENSOR {
+        if !have.iter().any(|n| n == name) {
+            e.gauge(name, help, &[("sensor", "")], 0.0);
+        }
     }
 }
 
@@ -384,6 +559,7 @@ enum StoreMsg {
         sensor: Arc<str>,
         done: oneshot::Sender<Result<u64, String>>,
     },
+    Admin(AdminRequest),
 }
 
 struct Slot {
@@ -655,6 +831,7 @@ impl Drop for OpenStream {
 
 struct StoreThread {
     store: Store,
+    promotion: Promotion,
     counters: Arc<CoreCounters>,
     delay: Option<Duration>,
     retry_for: Duration,
@@ -675,10 +852,18 @@ impl StoreThread {
             }
             attempt += 1;
             let t0 = Instant::now();
-            let r = self.store.store(sensor, seq, digest, flows, unix_now_ns());
+            let promotion = &mut self.promotion;
+            let r = self.store.store_with(sensor, seq, digest, flows, unix_now_ns(), |tx| {
+                promotion.decide_in(tx, sensor, seq, flows)
+            });
             self.counters.store_latency.record(t0.elapsed());
             match r {
-                Ok(s) => {
+                Ok((s, prepared)) => {
+                    if let Some(p) = prepared {
+                        self.promotion.committed(&self.store, p);
+                        *self.counters.gates.lock().unwrap_or_else(|p| p.into_inner()) =
+                            self.promotion.metrics().clone();
+                    }
                     if attempt > 1 {
                         eprintln!(
                             "wirefold core: store recovered: sensor '{sensor}' batch {seq} stored after {attempt} attempts ({:.1} s)",
@@ -689,6 +874,7 @@ impl StoreThread {
                 }
                 Err(StoreError::Refused(r)) => return Outcome::Refused(r),
                 Err(StoreError::Db(e)) => {
+                    self.promotion.failed(sensor);
                     self.counters.store_errors.fetch_add(1, Relaxed);
                     let give_up = t_start.elapsed() >= self.retry_for || self.stopping.load(Relaxed);
                     if attempt == 1
@@ -725,6 +911,11 @@ impl StoreThread {
                     // Recording the contact is best effort; the resume point is not.
                     let _ = self.store.touch(&sensor);
                     let _ = done.send(self.store.last_seq(&sensor).map_err(|e| e.to_string()));
+                }
+                StoreMsg::Admin(AdminRequest { cmd, done }) => {
+                    let r = self.promotion.admin(&mut self.store, cmd, unix_now_ns());
+                    *self.counters.gates.lock().unwrap_or_else(|p| p.into_inner()) = self.promotion.metrics().clone();
+                    let _ = done.send(r);
                 }
                 StoreMsg::Store { sensor, seq, digest, flows, cancel, done } => {
                     if let Some(d) = self.delay {
@@ -779,6 +970,9 @@ pub enum ServeError {
     /// A thread could not be started.
     #[error("cannot start the core: {0}")]
     Start(std::io::Error),
+    /// The gates or the ledger could not start.
+    #[error(transparent)]
+    Gates(#[from] PromoteError),
 }
 
 /// A core running on its own thread and runtime (used by `wirefold core`
@@ -787,6 +981,8 @@ pub enum ServeError {
 pub struct CoreHandle {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where the admin endpoint listens, if configured.
+    pub admin_addr: Option<SocketAddr>,
     /// Its counters.
     pub counters: Arc<CoreCounters>,
     stopping: Arc<AtomicBool>,
@@ -833,13 +1029,31 @@ pub fn serve(listen: SocketAddr, cfg: CoreConfig) -> Result<CoreHandle, ServeErr
     if plaintext_off_loopback && !cfg.allow_plaintext {
         return Err(ServeError::Plaintext(listen));
     }
-    let store = Store::open(&cfg.db, cfg.full_sync)
+    let mut store = Store::open(&cfg.db, cfg.full_sync)
         .map_err(|error| ServeError::Database { path: cfg.db.display().to_string(), error })?;
+    let ledger_path = cfg.ledger.clone().unwrap_or_else(|| crate::ledger::default_path(&cfg.db));
+    let promotion = Promotion::open(&mut store, cfg.gates.clone(), &ledger_path, cfg.drift_reference.clone())?;
+    let admin_listener = match &cfg.admin {
+        Some(a) => {
+            if !a.addr.ip().is_loopback() && !cfg.allow_plaintext {
+                return Err(ServeError::Plaintext(a.addr));
+            }
+            let l = std::net::TcpListener::bind(a.addr).map_err(|error| ServeError::Listen { addr: a.addr, error })?;
+            l.set_nonblocking(true).map_err(ServeError::Start)?;
+            Some((l, a.token.clone()))
+        }
+        None => None,
+    };
+    let admin_addr = match &admin_listener {
+        Some((l, _)) => Some(l.local_addr().map_err(ServeError::Start)?),
+        None => None,
+    };
     let std_listener =
         std::net::TcpListener::bind(listen).map_err(|error| ServeError::Listen { addr: listen, error })?;
     std_listener.set_nonblocking(true).map_err(ServeError::Start)?;
     let addr = std_listener.local_addr().map_err(ServeError::Start)?;
     let counters = Arc::new(CoreCounters::default());
+    *counters.gates.lock().unwrap_or_else(|p| p.into_inner()) = promotion.metrics().clone();
     counters.queue_capacity.store(cfg.queue.max(1) as u64, Relaxed);
     if plaintext_off_loopback {
         counters.plaintext.store(1, Relaxed);
@@ -855,8 +1069,11 @@ pub fn serve(listen: SocketAddr, cfg: CoreConfig) -> Result<CoreHandle, ServeErr
     let stopping = Arc::new(AtomicBool::new(false));
     let (shutdown, shutdown_rx) = oneshot::channel::<()>();
     let (store_tx, store_rx) = mpsc::channel(cfg.queue.max(1));
+    let (admin_tx, mut admin_rx) = mpsc::channel::<AdminRequest>(4);
+    let store_tx_admin = store_tx.clone();
     let worker = StoreThread {
         store,
+        promotion,
         counters: counters.clone(),
         delay: cfg.store_delay,
         retry_for: cfg.store_retry_for,
@@ -872,6 +1089,25 @@ pub fn serve(listen: SocketAddr, cfg: CoreConfig) -> Result<CoreHandle, ServeErr
         .name("wirefold-core".into())
         .spawn(move || {
             rt.block_on(async move {
+                if let Some((l, token)) = admin_listener {
+                    match tokio::net::TcpListener::from_std(l) {
+                        Ok(l) => {
+                            let c = c2.admin_listen.clone();
+                            tokio::spawn(async move { crate::admin::serve_admin(l, &token, admin_tx, c).await });
+                            // Forward admin commands into the store queue, in order with batches.
+                            tokio::spawn(async move {
+                                while let Some(r) = admin_rx.recv().await {
+                                    if store_tx_admin.send(StoreMsg::Admin(r)).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            });
+                        }
+                        Err(e) => eprintln!("wirefold core: cannot serve the admin endpoint: {e}"),
+                    }
+                } else {
+                    drop((admin_tx, admin_rx, store_tx_admin));
+                }
                 let svc = Svc {
                     tokens: cfg.tokens.clone(),
                     store: store_tx,
@@ -934,5 +1170,5 @@ pub fn serve(listen: SocketAddr, cfg: CoreConfig) -> Result<CoreHandle, ServeErr
             let _ = st.join();
         })
         .map_err(ServeError::Start)?;
-    Ok(CoreHandle { addr, counters, stopping, shutdown: Some(shutdown), thread: Some(thread) })
+    Ok(CoreHandle { addr, admin_addr, counters, stopping, shutdown: Some(shutdown), thread: Some(thread) })
 }

@@ -133,6 +133,50 @@ CREATE TABLE IF NOT EXISTS batches (
     stored_ns INTEGER NOT NULL,
     PRIMARY KEY (sensor_id, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS decisions (
+    sensor_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    verdict TEXT NOT NULL,
+    gate TEXT,
+    reason TEXT,
+    shadow TEXT NOT NULL,
+    shadow_reason TEXT,
+    config_version INTEGER NOT NULL,
+    PRIMARY KEY (sensor_id, seq, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS promoted (
+    sensor_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    time_ns INTEGER NOT NULL,
+    PRIMARY KEY (sensor_id, seq, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS gate_state (
+    sensor_id TEXT PRIMARY KEY,
+    snapshot BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS gate_reservoir (
+    sensor_id TEXT NOT NULL,
+    chain INTEGER NOT NULL,
+    slot INTEGER NOT NULL,
+    embedding BLOB NOT NULL,
+    PRIMARY KEY (sensor_id, chain, slot)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS gate_config (
+    version INTEGER PRIMARY KEY,
+    config TEXT NOT NULL,
+    cause TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger_head (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger_pending (
+    seq INTEGER PRIMARY KEY,
+    line TEXT NOT NULL
+);
 ";
 
 fn now_ns() -> i64 {
@@ -174,6 +218,23 @@ impl Store {
         flows: &[FlowRec],
         now_ns: u64,
     ) -> Result<Stored, StoreError> {
+        self.store_with(sensor, seq, digest, flows, now_ns, |_| Ok(())).map(|(s, _)| s)
+    }
+
+    /// [`Store::store`] with more work in the same transaction: `extra`
+    /// runs only for a batch that is new (after the duplicate check, after
+    /// its flows are inserted, before the commit) and its result is
+    /// returned with the outcome. It is how the gate engine decides a batch
+    /// exactly once: a resend is answered before `extra` would run.
+    pub fn store_with<R>(
+        &mut self,
+        sensor: &str,
+        seq: u64,
+        digest: &[u8; 32],
+        flows: &[FlowRec],
+        now_ns: u64,
+        extra: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<R>,
+    ) -> Result<(Stored, Option<R>), StoreError> {
         let tx = self.conn.transaction()?;
         let last: u64 = tx
             .query_row("SELECT last_seq FROM sensors WHERE sensor_id = ?1", [sensor], |r| r.get::<_, i64>(0))
@@ -207,7 +268,7 @@ impl Store {
                 params![sensor, now_ns as i64],
             )?;
             tx.commit()?;
-            return Ok(Stored::Duplicate(last));
+            return Ok((Stored::Duplicate(last), None));
         }
         let limit = seq_limit(last, now_ns);
         if seq > limit {
@@ -256,8 +317,61 @@ impl Store {
              batches = batches + 1, flows = flows + ?4",
             params![sensor, seq as i64, now_ns as i64, flows.len() as i64],
         )?;
+        let r = extra(&tx)?;
         tx.commit()?;
-        Ok(Stored::Committed(seq))
+        Ok((Stored::Committed(seq), Some(r)))
+    }
+
+    /// Run `f` in one transaction (configuration versions, admin actions).
+    pub fn with_tx<R>(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<R>,
+    ) -> rusqlite::Result<R> {
+        let tx = self.conn.transaction()?;
+        let r = f(&tx)?;
+        tx.commit()?;
+        Ok(r)
+    }
+
+    /// The connection (read-only use: status and tests).
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The ledger head the database records (`None`: no entry yet).
+    pub fn ledger_head(&self) -> rusqlite::Result<Option<crate::ledger::LedgerHead>> {
+        self.conn
+            .query_row("SELECT seq, hash FROM ledger_head WHERE id = 1", [], |r| {
+                Ok(crate::ledger::LedgerHead { seq: r.get::<_, i64>(0)? as u64, hash: r.get(1)? })
+            })
+            .optional()
+    }
+
+    /// Ledger lines committed but not yet known to be in the file.
+    pub fn ledger_pending(&self) -> rusqlite::Result<Vec<(u64, String)>> {
+        let mut q = self.conn.prepare("SELECT seq, line FROM ledger_pending ORDER BY seq")?;
+        let rows = q.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?;
+        rows.collect()
+    }
+
+    /// The file holds every line up to `seq`: forget them here.
+    pub fn ledger_appended(&self, seq: u64) -> rusqlite::Result<()> {
+        self.conn.execute("DELETE FROM ledger_pending WHERE seq <= ?1", [seq as i64])?;
+        Ok(())
+    }
+
+    /// Configuration versions (version, JSON, cause), oldest first.
+    pub fn gate_configs(&self) -> rusqlite::Result<Vec<(u64, String, String)>> {
+        let mut q = self.conn.prepare("SELECT version, config, cause FROM gate_config ORDER BY version")?;
+        let rows = q.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?)))?;
+        rows.collect()
+    }
+
+    /// Every sensor's gate snapshot.
+    pub fn gate_sensors(&self) -> rusqlite::Result<Vec<String>> {
+        let mut q = self.conn.prepare("SELECT sensor_id FROM gate_state ORDER BY sensor_id")?;
+        let rows = q.query_map([], |r| r.get(0))?;
+        rows.collect()
     }
 
     /// Mark sensors stale (no contact for `stale_ns`) or offline (`offline_ns`).

@@ -91,7 +91,13 @@ pub fn from_str(cmds: &[&Command], target: &Command, file: &str, text: &str) -> 
     sections.sort();
     sections.dedup();
     let mut out = Vec::new();
+    let core = cmds.iter().any(|c| c.get_name() == "core");
     for (section, body) in &table {
+        // A core's `[gates]` table is the promotion gates' own configuration,
+        // checked by `wirefold_core::gates::GatesConfig`.
+        if core && section == "gates" {
+            continue;
+        }
         let Some(body) = body.as_table() else {
             return Err(ConfigError(format!(
                 "config {file}: `{section}` must be a section such as [{}]; sections allowed: {}",

@@ -67,7 +67,9 @@ enum Command {
     /// in a bounded queue (when full, acks wait and sensors back off), and
     /// stores each batch with the sensor's sequence number in one SQLite
     /// transaction, so a resent batch changes nothing. Runs until SIGINT or
-    /// SIGTERM.
+    /// SIGTERM. `wirefold core gates ...` changes a running core's gates;
+    /// `wirefold core ledger verify|export` checks its audit ledger.
+    #[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
     Core(CoreArgs),
     /// Check a configuration file and print the settings it gives.
     ///
@@ -107,9 +109,76 @@ struct TelemetryArgs {
     metrics: Option<std::net::SocketAddr>,
 }
 
+#[derive(Subcommand, Debug)]
+enum CoreAction {
+    /// Show or change a running core's promotion gates (through its admin endpoint).
+    Gates {
+        #[command(subcommand)]
+        cmd: GatesCmd,
+        /// The core's admin endpoint (`--admin` of `wirefold core`).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7445", global = true)]
+        admin: std::net::SocketAddr,
+        /// File holding the admin token.
+        #[arg(long, value_name = "FILE", global = true)]
+        admin_token: Option<PathBuf>,
+    },
+    /// Check or export an audit ledger.
+    Ledger {
+        #[command(subcommand)]
+        cmd: LedgerCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GatesCmd {
+    /// Print the gate configuration, its versions and each sensor's gate state.
+    Show,
+    /// Set one field of one gate (a new configuration version, recorded in the ledger).
+    Set {
+        /// score, novelty, burst, budget, drift or ledger.
+        gate: String,
+        /// The field, e.g. mode or threshold.
+        key: String,
+        /// The value: a number, true/false, or a mode (enforce, shadow, off).
+        value: String,
+    },
+    /// Restore an earlier configuration version (as a new version).
+    Rollback {
+        /// The version to restore.
+        version: u64,
+    },
+    /// Acknowledge a sensor's drift alert (its gates return from shadow).
+    Ack {
+        /// The sensor.
+        sensor: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LedgerCmd {
+    /// Verify the hash chain; names the first bad entry (edited, deleted, reordered or truncated).
+    Verify {
+        /// The ledger file.
+        path: PathBuf,
+        /// The core's database: its recorded head also catches entries deleted at the end.
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+    },
+    /// Verify, then write the entries as JSON Lines to stdout.
+    Export {
+        /// The ledger file.
+        path: PathBuf,
+        /// The core's database (for its recorded head).
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+    },
+}
+
 #[derive(Args, Debug)]
 #[command(next_help_heading = "Core")]
 struct CoreArgs {
+    #[command(subcommand)]
+    action: Option<CoreAction>,
     /// Read settings from this TOML file (see `wirefold check-config`); flags override it.
     #[arg(long, value_name = "FILE", help_heading = None)]
     config: Option<PathBuf>,
@@ -117,11 +186,11 @@ struct CoreArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7443")]
     listen: std::net::SocketAddr,
     /// SQLite database file (created if missing).
-    #[arg(long, value_name = "PATH")]
-    db: PathBuf,
+    #[arg(long, value_name = "PATH", required = true)]
+    db: Option<PathBuf>,
     /// Tokens file: one `SENSOR_ID TOKEN` pair per line.
-    #[arg(long, value_name = "FILE")]
-    tokens: PathBuf,
+    #[arg(long, value_name = "FILE", required = true)]
+    tokens: Option<PathBuf>,
     /// Batches waiting for the store, at most (backpressure beyond).
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     queue: u64,
@@ -152,6 +221,15 @@ struct CoreArgs {
     /// Seconds without traffic (keepalive pings count) before a connection is closed.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(2..=86400))]
     conn_idle_timeout: u64,
+    /// Audit ledger (JSON Lines, hash-chained); default: beside the database (DB.ledger.jsonl).
+    #[arg(long, value_name = "PATH")]
+    ledger: Option<PathBuf>,
+    /// Serve the admin endpoint (gate changes, `wirefold core gates ...`) on this address.
+    #[arg(long, value_name = "ADDR", requires = "admin_token")]
+    admin: Option<std::net::SocketAddr>,
+    /// File holding the admin token (mode 0600).
+    #[arg(long, value_name = "FILE")]
+    admin_token: Option<PathBuf>,
     /// Seconds the store retries a failing write before the sensor is told UNAVAILABLE (and resends).
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
     store_retry: u64,
@@ -943,8 +1021,121 @@ fn plaintext_remote(url: &str) -> Option<String> {
     (!loopback).then_some(host)
 }
 
+/// Read a secret file (a token) that only its owner may read.
+fn read_secret(path: &Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let md = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mode = md.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{} is accessible by group or others (mode {mode:04o}): run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        ));
+    }
+    let t = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let t = t.trim().to_string();
+    if t.len() < 8 {
+        return Err(format!("{}: the token is shorter than 8 characters", path.display()));
+    }
+    Ok(t)
+}
+
+fn core_action(action: CoreAction) -> anyhow::Result<ExitCode> {
+    use wirefold_core::admin::{admin_request, AdminCommand, AdminError};
+    match action {
+        CoreAction::Gates { cmd, admin, admin_token } => {
+            let Some(tf) = admin_token else {
+                eprintln!("wirefold core gates: --admin-token FILE is needed (the core's --admin-token)");
+                return Ok(ExitCode::from(2));
+            };
+            let token = match read_secret(&tf) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("wirefold core gates: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let c = match cmd {
+                GatesCmd::Show => AdminCommand::Show,
+                GatesCmd::Set { gate, key, value } => AdminCommand::Set { gate, key, value },
+                GatesCmd::Rollback { version } => AdminCommand::Rollback { version },
+                GatesCmd::Ack { sensor } => AdminCommand::Ack { sensor },
+            };
+            match admin_request(admin, &token, &c) {
+                Ok(out) => {
+                    println!("{out}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e @ AdminError::Refused { .. }) => {
+                    eprintln!("wirefold core gates: {e}");
+                    Ok(ExitCode::from(2))
+                }
+                Err(e) => {
+                    eprintln!("wirefold core gates: {e}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        CoreAction::Ledger { cmd } => {
+            let (path, db, export) = match cmd {
+                LedgerCmd::Verify { path, db } => (path, db, false),
+                LedgerCmd::Export { path, db } => (path, db, true),
+            };
+            let head = match &db {
+                None => None,
+                Some(d) => match wirefold_core::Store::open(d, false).and_then(|s| s.ledger_head()) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        eprintln!("wirefold core ledger: database {}: {e}", d.display());
+                        return Ok(ExitCode::from(2));
+                    }
+                },
+            };
+            let r = if export {
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                let r = wirefold_core::ledger::export(&path, head.as_ref(), &mut out);
+                let _ = out.flush();
+                r
+            } else {
+                wirefold_core::ledger::verify(&path, head.as_ref())
+            };
+            match r {
+                Ok(rep) => {
+                    eprintln!("wirefold core ledger: {}: {} entries verify", path.display(), rep.entries);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("wirefold core ledger: {}: {e}", path.display());
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+    }
+}
+
 fn run_core(a: CoreArgs) -> anyhow::Result<ExitCode> {
-    let tokens = match wirefold_core::Tokens::load(&a.tokens) {
+    if let Some(action) = a.action {
+        return core_action(action);
+    }
+    let gates = match &a.config {
+        None => wirefold_core::gates::GatesConfig::default(),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).unwrap_or_default();
+            match wirefold_core::gates::GatesConfig::from_toml_document(&text) {
+                Ok(g) => g,
+                Err(e) => {
+                    eprintln!("wirefold core: config {}: {e}", p.display());
+                    return Ok(ExitCode::from(2));
+                }
+            }
+        }
+    };
+    let (Some(db), Some(tokens_file)) = (a.db.clone(), a.tokens.clone()) else {
+        eprintln!("wirefold core: --db and --tokens are required");
+        return Ok(ExitCode::from(2));
+    };
+    let tokens = match wirefold_core::Tokens::load(&tokens_file) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("wirefold core: {e}");
@@ -957,7 +1148,18 @@ fn run_core(a: CoreArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     }
-    let mut cfg = wirefold_core::CoreConfig::new(a.db.clone(), tokens);
+    let mut cfg = wirefold_core::CoreConfig::new(db.clone(), tokens);
+    cfg.gates = gates;
+    cfg.ledger = a.ledger.clone();
+    if let (Some(addr), Some(tf)) = (a.admin, &a.admin_token) {
+        match read_secret(tf) {
+            Ok(token) => cfg.admin = Some(wirefold_core::admin::AdminListen { addr, token }),
+            Err(e) => {
+                eprintln!("wirefold core: --admin-token: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
     cfg.allow_plaintext = a.allow_plaintext;
     if a.max_connections > 0 {
         cfg.limits.max_connections = a.max_connections as usize;
@@ -988,7 +1190,10 @@ fn run_core(a: CoreArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    eprintln!("wirefold core: listening on {}, database {}, at most {} connections", h.addr, a.db.display(), max_conns);
+    eprintln!("wirefold core: listening on {}, database {}, at most {} connections", h.addr, db.display(), max_conns);
+    if let Some(admin) = h.admin_addr {
+        eprintln!("wirefold core: admin endpoint on {admin}");
+    }
     let metrics = match a.telemetry.metrics {
         None => None,
         Some(addr) => {
@@ -1103,6 +1308,15 @@ fn check_config(a: CheckConfigArgs) -> anyhow::Result<ExitCode> {
         }
     }
     print!("{}", config::effective(&cmds, &args));
+    if kind == ConfigKind::Core {
+        match wirefold_core::gates::GatesConfig::from_toml_document(&text) {
+            Ok(g) => print!("\n{}", g.describe()),
+            Err(e) => {
+                eprintln!("wirefold: config {file}: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
     eprintln!(
         "wirefold: config {file} is a valid {} configuration",
         if kind == ConfigKind::Core { "core" } else { "sensor" }
