@@ -24,5 +24,6 @@ pub mod output;
 pub mod pipeline;
 pub mod record;
 pub mod ring;
+pub mod rx;
 pub mod stream;
 pub mod wire;

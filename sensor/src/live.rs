@@ -11,14 +11,15 @@
 
 use crate::capture::afpacket::{AfPacketConfig, AfPacketSocket, Fanout, KernelStats};
 use crate::capture::{CaptureError, PacketSource};
-use crate::flow::{EndReason, FlowConfig, FlowStats, FlowTable};
+use crate::flow::{EndReason, FinishedFlow, FlowConfig, FlowStats, FlowTable};
 use crate::output::FlowSink;
 use crate::ring::{Producer, Ring};
-use crate::wire::{DecodeStats, Decoder, PacketMeta};
+use crate::rx::{wall_ns, LoopControl, RingSink, TableSink};
+use crate::wire::{DecodeStats, Decoder};
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// How capture and flow tracking share the work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -105,10 +106,6 @@ pub struct LiveResult {
     pub flows: FlowStats,
     /// Capture counters.
     pub live: LiveCounters,
-}
-
-fn wall_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
 fn pin(cpu: Option<usize>) {
@@ -237,88 +234,71 @@ impl Capture {
     }
 }
 
-/// Read blocks until stopped, then drain what the kernel already retired.
-fn capture_loop(
-    mut sock: AfPacketSocket,
-    c: &ThreadCounters,
-    stop: &AtomicBool,
-    mut per_packet: impl FnMut(&crate::capture::RawPacket<'_>),
-    mut per_block: impl FnMut(bool),
-) -> KernelStats {
-    let mut packets = 0u64;
-    let mut bytes = 0u64;
-    let mut last_stats = wall_ns();
-    let mut stopping = false;
-    loop {
-        let before = packets;
-        let _ = sock.next_batch(&mut |p| {
-            packets += 1;
-            bytes += p.data.len() as u64;
-            per_packet(p);
-        });
-        let got = packets != before;
-        per_block(got);
-        c.packets.store(packets, Relaxed);
-        c.bytes.store(bytes, Relaxed);
-        let now = wall_ns();
-        if now.saturating_sub(last_stats) > 1_000_000_000 {
-            last_stats = now;
-            let k = sock.kernel_stats();
-            c.kernel_packets.store(k.packets, Relaxed);
-            c.kernel_drops.store(k.drops, Relaxed);
-            c.kernel_freezes.store(k.freezes, Relaxed);
-        }
-        if stopping && !got {
-            break;
-        }
-        if stop.load(Relaxed) {
-            // One more pass after the stop: take what the kernel retired
-            // (blocks retire within the retire timeout), then leave.
-            if !stopping {
-                stopping = true;
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
+/// The packet loop's settings for an AF_PACKET socket: a block per batch,
+/// a wall-clock tick when idle, and after the stop flag one more pass for
+/// what the kernel already retired.
+fn afpacket_control(stop: &AtomicBool) -> LoopControl<'_> {
+    LoopControl {
+        stop: Some(stop),
+        drain_pass: Some(Duration::from_millis(50)),
+        tick: Some(TICK),
+        ..LoopControl::default()
     }
-    let k = sock.kernel_stats();
-    c.kernel_packets.store(k.packets, Relaxed);
-    c.kernel_drops.store(k.drops, Relaxed);
-    c.kernel_freezes.store(k.freezes, Relaxed);
-    k
+}
+
+/// An AF_PACKET socket as the loop's source, publishing the kernel's
+/// counters at most once a second.
+struct KernelCounted<'a> {
+    sock: &'a mut AfPacketSocket,
+    c: &'a ThreadCounters,
+    last: u64,
+}
+
+impl KernelCounted<'_> {
+    fn publish(&mut self) -> KernelStats {
+        let k = self.sock.kernel_stats();
+        self.c.kernel_packets.store(k.packets, Relaxed);
+        self.c.kernel_drops.store(k.drops, Relaxed);
+        self.c.kernel_freezes.store(k.freezes, Relaxed);
+        k
+    }
+}
+
+impl PacketSource for KernelCounted<'_> {
+    fn next_batch(&mut self, sink: &mut dyn FnMut(&crate::capture::RawPacket<'_>)) -> Result<bool, CaptureError> {
+        let r = self.sock.next_batch(sink);
+        let now = wall_ns();
+        if now.saturating_sub(self.last) > 1_000_000_000 {
+            self.last = now;
+            self.publish();
+        }
+        r
+    }
+}
+
+fn publish_decode(c: &ThreadCounters, d: &DecodeStats) {
+    c.packets.store(d.packets, Relaxed);
+    c.bytes.store(d.bytes, Relaxed);
+    c.publish_decode(d);
 }
 
 fn capture_to_ring(
-    sock: AfPacketSocket,
+    mut sock: AfPacketSocket,
     ring: &Ring,
     c: &ThreadCounters,
     stop: &AtomicBool,
 ) -> (DecodeStats, KernelStats) {
-    let dec = std::cell::RefCell::new(Decoder::new());
-    let mut meta = PacketMeta::default();
-    let producer = std::cell::RefCell::new(Producer::new(ring));
-    let ks = capture_loop(
-        sock,
-        c,
-        stop,
-        |p| {
-            if dec.borrow_mut().decode(p.link, p.data, p.wire_len, p.ts_ns, &mut meta) {
-                producer.borrow_mut().push(meta);
-            }
-        },
-        |_| {
-            // End of a block: hand over what is batched, publish counters.
-            let mut pr = producer.borrow_mut();
-            pr.flush();
-            c.ring_drops.store(pr.drops, Relaxed);
-            c.publish_decode(&dec.borrow().stats);
-        },
-    );
-    let mut pr = producer.into_inner();
-    pr.flush();
-    c.ring_drops.store(pr.drops, Relaxed);
-    let dec = dec.into_inner();
-    c.publish_decode(&dec.stats);
-    (dec.stats, ks)
+    let mut dec = Decoder::new();
+    let mut sink = RingSink(Producer::new(ring));
+    let mut src = KernelCounted { sock: &mut sock, c, last: wall_ns() };
+    let _ = crate::rx::run(&mut src, &mut dec, &mut sink, afpacket_control(stop), &mut |d, s: &mut RingSink| {
+        c.ring_drops.store(s.0.drops, Relaxed);
+        publish_decode(c, d);
+    });
+    sink.0.flush();
+    c.ring_drops.store(sink.0.drops, Relaxed);
+    publish_decode(c, &dec.stats);
+    (dec.stats, src.publish())
 }
 
 fn flow_worker(
@@ -377,52 +357,37 @@ fn flow_worker(
     (DecodeStats::default(), table.stats.clone(), KernelStats::default())
 }
 
+/// Flush a table at shutdown into `sink` and publish the final counters.
+fn shut_down(table: &mut FlowTable, sink: &mut FlowSink, c: &ThreadCounters, d: &DecodeStats) {
+    table.flush(EndReason::Shutdown);
+    for f in table.drain_finished() {
+        let _ = sink.push(&f);
+    }
+    let _ = sink.flush();
+    publish_decode(c, d);
+    c.publish_flows(&table.stats, 0);
+}
+
 fn run_to_completion(
-    sock: AfPacketSocket,
+    mut sock: AfPacketSocket,
     cfg: FlowConfig,
     mut sink: FlowSink,
     c: &ThreadCounters,
     stop: &AtomicBool,
 ) -> (DecodeStats, FlowStats, KernelStats) {
-    let dec = std::cell::RefCell::new(Decoder::new());
-    let mut meta = PacketMeta::default();
-    let table = std::cell::RefCell::new(FlowTable::new(cfg));
-    let mut last_tick = wall_ns();
-    let ks = capture_loop(
-        sock,
-        c,
-        stop,
-        |p| {
-            if dec.borrow_mut().decode(p.link, p.data, p.wire_len, p.ts_ns, &mut meta) {
-                table.borrow_mut().add(&meta);
-            }
-        },
-        |got| {
-            let mut t = table.borrow_mut();
-            if !got {
-                let now = wall_ns();
-                if now.saturating_sub(last_tick) >= TICK.as_nanos() as u64 {
-                    last_tick = now;
-                    t.advance(now);
-                }
-            }
-            for f in t.drain_finished() {
-                let _ = sink.push(&f);
-            }
-            c.publish_flows(&t.stats, t.len());
-            c.publish_decode(&dec.borrow().stats);
-        },
-    );
-    let mut t = table.into_inner();
-    t.flush(EndReason::Shutdown);
-    for f in t.drain_finished() {
-        let _ = sink.push(&f);
+    let mut dec = Decoder::new();
+    let mut table = FlowTable::new(cfg);
+    let mut src = KernelCounted { sock: &mut sock, c, last: wall_ns() };
+    {
+        let mut ts = TableSink::new(&mut table, |f: &FinishedFlow| sink.push(f));
+        let _ = crate::rx::run(&mut src, &mut dec, &mut ts, afpacket_control(stop), &mut |d, s| {
+            c.publish_flows(&s.table.stats, s.table.len());
+            publish_decode(c, d);
+        });
     }
-    let _ = sink.flush();
-    let dec = dec.into_inner();
-    c.publish_decode(&dec.stats);
-    c.publish_flows(&t.stats, 0);
-    (dec.stats, t.stats.clone(), ks)
+    let ks = src.publish();
+    shut_down(&mut table, &mut sink, c, &dec.stats);
+    (dec.stats, table.stats.clone(), ks)
 }
 
 /// Run to completion on any packet source: decode, track flows, hand
@@ -438,78 +403,26 @@ pub fn run_source_to_completion(
     on_tick: &mut dyn FnMut(),
 ) -> (DecodeStats, FlowStats) {
     let mut dec = Decoder::new();
-    let mut meta = PacketMeta::default();
     let mut table = FlowTable::new(cfg);
-    let mut last_tick = wall_ns();
-    let mut last_packet = 0u64;
-    let mut seen_at_check = 0u64;
-    let (mut packets, mut bytes) = (0u64, 0u64);
-    let mut idle_polls = 0u32;
-    let mut busy = 0u64;
-    loop {
-        let before = packets;
-        let _ = src.next_batch(&mut |p| {
-            packets += 1;
-            bytes += p.data.len() as u64;
-            if dec.decode(p.link, p.data, p.wire_len, p.ts_ns, &mut meta) {
-                table.add(&meta);
-            }
-        });
-        if packets != before {
-            idle_polls = 0;
-            busy += 1;
-            c.packets.store(packets, Relaxed);
-            c.bytes.store(bytes, Relaxed);
-            for f in table.drain_finished() {
-                let _ = sink.push(&f);
-            }
-            // Under constant load the idle branch never runs: look at the
-            // stop flag (and publish the table size) every 1024 bursts.
-            if busy % 1024 == 0 {
-                c.publish_flows(&table.stats, table.len());
-                c.publish_decode(&dec.stats);
-                on_tick();
-                if stop.load(Relaxed) {
-                    break;
-                }
-            }
-            continue;
-        }
-        // An empty poll: look at the clock only every so often.
-        idle_polls += 1;
-        if idle_polls % 1024 != 0 {
-            continue;
-        }
-        let now = wall_ns();
-        if packets != seen_at_check {
-            // Packets came since the last look: traffic was recent.
-            seen_at_check = packets;
-            last_packet = now;
-        }
-        if now.saturating_sub(last_tick) >= TICK.as_nanos() as u64 {
-            last_tick = now;
-            table.advance(now);
-            for f in table.drain_finished() {
-                let _ = sink.push(&f);
-            }
-            c.publish_flows(&table.stats, table.len());
-            c.publish_decode(&dec.stats);
+    // A busy-polling source: the periodic work runs every 1024 bursts, and
+    // the clock is read every 1024 empty polls.
+    let ctl = LoopControl {
+        stop: Some(stop),
+        idle_exit,
+        tick: Some(TICK),
+        every: 1024,
+        idle_every: 1024,
+        ..LoopControl::default()
+    };
+    {
+        let mut ts = TableSink::new(&mut table, |f: &FinishedFlow| sink.push(f));
+        let _ = crate::rx::run(src, &mut dec, &mut ts, ctl, &mut |d, s| {
+            c.publish_flows(&s.table.stats, s.table.len());
+            publish_decode(c, d);
             on_tick();
-        }
-        let idle_for = now.saturating_sub(last_packet);
-        if stop.load(Relaxed) || idle_exit.is_some_and(|d| packets > 0 && idle_for >= d.as_nanos() as u64) {
-            break;
-        }
+        });
     }
-    c.packets.store(packets, Relaxed);
-    c.bytes.store(bytes, Relaxed);
-    table.flush(EndReason::Shutdown);
-    for f in table.drain_finished() {
-        let _ = sink.push(&f);
-    }
-    let _ = sink.flush();
-    c.publish_flows(&table.stats, 0);
-    c.publish_decode(&dec.stats);
+    shut_down(&mut table, &mut sink, c, &dec.stats);
     (dec.stats, table.stats.clone())
 }
 

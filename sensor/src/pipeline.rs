@@ -1,9 +1,10 @@
 //! The offline pipeline: packet sources → decoder → flow table → a sink of
 //! finished flows, with the counters the summary prints.
-use crate::capture::{CaptureError, PacketSource};
+use crate::capture::{CaptureError, PacketSource, RawPacket};
 use crate::flow::{EndReason, FinishedFlow, FlowConfig, FlowStats, FlowTable};
 use crate::metrics::ThreadCounters;
-use crate::wire::{DecodeStats, Decoder, Malformed, PacketMeta, Skipped};
+use crate::rx::{LoopControl, TableSink};
+use crate::wire::{DecodeStats, Decoder, Malformed, Skipped};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -17,7 +18,6 @@ pub struct Pipeline {
     pub decoder: Decoder,
     /// The flow table and its counters.
     pub table: FlowTable,
-    meta: PacketMeta,
     /// Counters published after every batch (for `/metrics`).
     pub counters: Option<Arc<ThreadCounters>>,
     /// Bytes of the current source consumed, published after every batch (for progress).
@@ -35,7 +35,6 @@ impl Pipeline {
         Self {
             decoder: Decoder::new(),
             table: FlowTable::new(cfg),
-            meta: PacketMeta::default(),
             counters: None,
             position: None,
             speed: None,
@@ -49,55 +48,44 @@ impl Pipeline {
         self.stop.as_ref().is_some_and(|s| s.load(Relaxed))
     }
 
-    fn publish(&self, src: &dyn PacketSource) {
-        if let Some(c) = &self.counters {
-            c.packets.store(self.decoder.stats.packets, Relaxed);
-            c.bytes.store(self.decoder.stats.bytes, Relaxed);
-            c.publish_decode(&self.decoder.stats);
-            c.publish_flows(&self.table.stats, self.table.len());
-        }
-        if let (Some(p), Some(at)) = (&self.position, src.position()) {
-            p.store(at, Relaxed);
-        }
-    }
-
-    /// Read `src` to its end, handing finished flows to `sink` after every
-    /// batch. On a source error, what was read stays counted and in the table.
+    /// Read `src` to its end through the packet loop ([`crate::rx`]),
+    /// handing finished flows to `sink` after every batch. On a source
+    /// error, what was read stays counted and in the table.
     pub fn run(
         &mut self,
         src: &mut dyn PacketSource,
         sink: &mut dyn FnMut(&FinishedFlow) -> std::io::Result<()>,
     ) -> Result<(), RunError> {
-        let mut next_check = 0u64;
-        loop {
-            let Pipeline { decoder, table, meta, speed, stop, pace, .. } = self;
-            let more = src.next_batch(&mut |p| {
-                if let Some(speed) = *speed {
-                    // Pacing reads the clock once per millisecond of packet time at most.
-                    if p.ts_ns >= next_check {
-                        let (t0, w0) = *pace.get_or_insert((p.ts_ns, Instant::now()));
-                        let target = Duration::from_secs_f64(p.ts_ns.saturating_sub(t0) as f64 / 1e9 / speed);
-                        while w0.elapsed() < target && !stop.as_ref().is_some_and(|s| s.load(Relaxed)) {
-                            std::thread::sleep((target - w0.elapsed()).min(Duration::from_millis(100)));
-                        }
-                        next_check = p.ts_ns + (1e6 * speed) as u64;
-                    }
-                }
-                if decoder.decode(p.link, p.data, p.wire_len, p.ts_ns, meta) {
-                    table.add(meta);
-                }
-            });
-            self.drain(sink)?;
-            self.publish(src);
-            if self.stopped() {
-                return Ok(());
+        let Pipeline { decoder, table, counters, position, speed, stop, pace, .. } = self;
+        let mut paced;
+        let src: &mut dyn PacketSource = match *speed {
+            Some(speed) => {
+                paced = Paced { inner: src, speed, stop: stop.as_deref(), pace, next_check: 0 };
+                &mut paced
             }
-            match more {
-                Ok(true) => {}
-                Ok(false) => return Ok(()),
-                Err(e) => return Err(RunError::Capture(e)),
+            None => src,
+        };
+        let ctl = LoopControl { stop: stop.as_deref(), ..LoopControl::default() };
+        let mut ts = TableSink::new(table, sink);
+        let counters = counters.as_deref();
+        let position = position.as_deref();
+        let mut publish = |d: &DecodeStats, s: &mut FlowSinkOf<'_, '_>| {
+            if let Some(c) = counters {
+                c.packets.store(d.packets, Relaxed);
+                c.bytes.store(d.bytes, Relaxed);
+                c.publish_decode(d);
+                c.publish_flows(&s.table.stats, s.table.len());
             }
+        };
+        // The position is the source's: published by the pacing-free wrapper below.
+        let r = {
+            let mut positioned = Positioned { inner: src, position };
+            crate::rx::run(&mut positioned, decoder, &mut ts, ctl, &mut publish)
+        };
+        if let Some(e) = ts.error.take() {
+            return Err(RunError::Output(e));
         }
+        r.map(|_| ()).map_err(RunError::Capture)
     }
 
     /// End every flow with `reason` and hand them to `sink`.
@@ -115,10 +103,63 @@ impl Pipeline {
     }
 
     fn drain(&mut self, sink: &mut dyn FnMut(&FinishedFlow) -> std::io::Result<()>) -> std::io::Result<()> {
+        // (The packet loop drains after every batch; this is for `finish`.)
         for f in self.table.drain_finished() {
             sink(&f)?;
         }
         Ok(())
+    }
+}
+
+/// The replay's sink: a table and the caller's flow consumer.
+type FlowSinkOf<'t, 'f> = TableSink<'t, &'f mut dyn FnMut(&FinishedFlow) -> std::io::Result<()>>;
+
+/// A source paced by its timestamps, `speed` times faster than recorded;
+/// the clock is read once per millisecond of packet time at most.
+struct Paced<'a, 'p> {
+    inner: &'a mut dyn PacketSource,
+    speed: f64,
+    stop: Option<&'a AtomicBool>,
+    pace: &'p mut Option<(u64, Instant)>,
+    next_check: u64,
+}
+
+impl PacketSource for Paced<'_, '_> {
+    fn next_batch(&mut self, sink: &mut dyn FnMut(&RawPacket<'_>)) -> Result<bool, CaptureError> {
+        let (speed, stop, pace, next_check) = (self.speed, self.stop, &mut *self.pace, &mut self.next_check);
+        self.inner.next_batch(&mut |p| {
+            if p.ts_ns >= *next_check {
+                let (t0, w0) = *pace.get_or_insert((p.ts_ns, Instant::now()));
+                let target = Duration::from_secs_f64(p.ts_ns.saturating_sub(t0) as f64 / 1e9 / speed);
+                while w0.elapsed() < target && !stop.is_some_and(|s| s.load(Relaxed)) {
+                    std::thread::sleep((target - w0.elapsed()).min(Duration::from_millis(100)));
+                }
+                *next_check = p.ts_ns + (1e6 * speed) as u64;
+            }
+            sink(p)
+        })
+    }
+    fn position(&self) -> Option<u64> {
+        self.inner.position()
+    }
+}
+
+/// A source that publishes how far it has read after every batch (for the progress bar).
+struct Positioned<'a, 'b> {
+    inner: &'a mut dyn PacketSource,
+    position: Option<&'b AtomicU64>,
+}
+
+impl PacketSource for Positioned<'_, '_> {
+    fn next_batch(&mut self, sink: &mut dyn FnMut(&RawPacket<'_>)) -> Result<bool, CaptureError> {
+        let r = self.inner.next_batch(sink);
+        if let (Some(p), Some(at)) = (self.position, self.inner.position()) {
+            p.store(at, Relaxed);
+        }
+        r
+    }
+    fn position(&self) -> Option<u64> {
+        self.inner.position()
     }
 }
 
