@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod agent;
 pub mod gates;
 pub mod ledger;
 pub mod listen;

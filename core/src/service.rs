@@ -83,6 +83,8 @@ pub struct CoreConfig {
     pub admin: Option<AdminListen>,
     /// The drift reference for sensors without one (else learned from their first windows).
     pub drift_reference: Option<DriftReference>,
+    /// The agent API (MCP over Streamable HTTP at `/mcp`); `None` = off.
+    pub agent: Option<crate::agent::AgentConfig>,
 }
 
 /// Default connection cap: three quarters of the descriptor limit (the rest
@@ -117,6 +119,7 @@ impl CoreConfig {
             ledger: None,
             admin: None,
             drift_reference: None,
+            agent: None,
         }
     }
 }
@@ -560,6 +563,9 @@ enum StoreMsg {
         done: oneshot::Sender<Result<u64, String>>,
     },
     Admin(AdminRequest),
+    /// A job of the agent API (MCP): reads that need the engine, gate
+    /// changes, ledger entries for its calls.
+    Agent(crate::agent::AgentJob),
 }
 
 struct Slot {
@@ -917,6 +923,10 @@ impl StoreThread {
                     *self.counters.gates.lock().unwrap_or_else(|p| p.into_inner()) = self.promotion.metrics().clone();
                     let _ = done.send(r);
                 }
+                StoreMsg::Agent(job) => {
+                    job(&mut self.store, &mut self.promotion);
+                    *self.counters.gates.lock().unwrap_or_else(|p| p.into_inner()) = self.promotion.metrics().clone();
+                }
                 StoreMsg::Store { sensor, seq, digest, flows, cancel, done } => {
                     if let Some(d) = self.delay {
                         std::thread::sleep(d);
@@ -983,6 +993,8 @@ pub struct CoreHandle {
     pub addr: SocketAddr,
     /// Where the admin endpoint listens, if configured.
     pub admin_addr: Option<SocketAddr>,
+    /// Where the agent API (MCP) listens, if configured.
+    pub mcp_addr: Option<SocketAddr>,
     /// Its counters.
     pub counters: Arc<CoreCounters>,
     stopping: Arc<AtomicBool>,
@@ -1048,6 +1060,23 @@ pub fn serve(listen: SocketAddr, cfg: CoreConfig) -> Result<CoreHandle, ServeErr
         Some((l, _)) => Some(l.local_addr().map_err(ServeError::Start)?),
         None => None,
     };
+    let agent_listener = match &cfg.agent {
+        Some(a) => {
+            if !a.addr.ip().is_loopback() && !cfg.allow_plaintext {
+                return Err(ServeError::Plaintext(a.addr));
+            }
+            let l = std::net::TcpListener::bind(a.addr).map_err(|error| ServeError::Listen { addr: a.addr, error })?;
+            l.set_nonblocking(true).map_err(ServeError::Start)?;
+            Some((l, a.clone()))
+        }
+        None => None,
+    };
+    let mcp_addr = match &agent_listener {
+        Some((l, _)) => Some(l.local_addr().map_err(ServeError::Start)?),
+        None => None,
+    };
+    let agent_db = cfg.db.clone();
+    let agent_ledger = ledger_path.clone();
     let std_listener =
         std::net::TcpListener::bind(listen).map_err(|error| ServeError::Listen { addr: listen, error })?;
     std_listener.set_nonblocking(true).map_err(ServeError::Start)?;
@@ -1071,6 +1100,7 @@ pub fn serve(listen: SocketAddr, cfg: CoreConfig) -> Result<CoreHandle, ServeErr
     let (store_tx, store_rx) = mpsc::channel(cfg.queue.max(1));
     let (admin_tx, mut admin_rx) = mpsc::channel::<AdminRequest>(4);
     let store_tx_admin = store_tx.clone();
+    let store_tx_agent = store_tx.clone();
     let worker = StoreThread {
         store,
         promotion,
@@ -1107,6 +1137,26 @@ pub fn serve(listen: SocketAddr, cfg: CoreConfig) -> Result<CoreHandle, ServeErr
                     }
                 } else {
                     drop((admin_tx, admin_rx, store_tx_admin));
+                }
+                if let Some((l, acfg)) = agent_listener {
+                    match tokio::net::TcpListener::from_std(l) {
+                        Ok(l) => {
+                            let (jobs_tx, mut jobs_rx) = mpsc::channel::<crate::agent::AgentJob>(16);
+                            let agent = crate::agent::Agent::new(acfg, agent_db, agent_ledger, c2.clone(), jobs_tx);
+                            tokio::spawn(async move { crate::agent::serve_mcp(l, agent).await });
+                            // Agent jobs run on the store thread, in order with batches.
+                            tokio::spawn(async move {
+                                while let Some(j) = jobs_rx.recv().await {
+                                    if store_tx_agent.send(StoreMsg::Agent(j)).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            });
+                        }
+                        Err(e) => eprintln!("wirefold core: cannot serve the agent API: {e}"),
+                    }
+                } else {
+                    drop(store_tx_agent);
                 }
                 let svc = Svc {
                     tokens: cfg.tokens.clone(),
@@ -1170,5 +1220,5 @@ pub fn serve(listen: SocketAddr, cfg: CoreConfig) -> Result<CoreHandle, ServeErr
             let _ = st.join();
         })
         .map_err(ServeError::Start)?;
-    Ok(CoreHandle { addr, admin_addr, counters, stopping, shutdown: Some(shutdown), thread: Some(thread) })
+    Ok(CoreHandle { addr, admin_addr, mcp_addr, counters, stopping, shutdown: Some(shutdown), thread: Some(thread) })
 }

@@ -323,6 +323,17 @@ impl GatesConfig {
         out
     }
 
+    /// Every gate off: every flow is promoted (the baseline of benchmarks).
+    pub fn all_off() -> GatesConfig {
+        let mut g = GatesConfig::default();
+        for gate in ["score", "novelty", "burst", "budget", "drift"] {
+            if let Ok(n) = g.with_field(gate, "mode", "off") {
+                g = n;
+            }
+        }
+        g
+    }
+
     /// A copy with one field changed (`gate` is the table, `key` the field,
     /// `value` TOML-ish text: a number, `true`/`false`, or a word such as a
     /// mode), validated. The receiver is unchanged.
