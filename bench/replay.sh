@@ -22,7 +22,7 @@ WF="$ROOT/target/release/wirefold"
 PKTS=$("$WF" replay --no-output --summary-json "$WORK/summary.json" "$CAP" 2>/dev/null; python3 -c "import json;print(json.load(open('$WORK/summary.json'))['packets'])")
 cat "$CAP" >/dev/null
 
-# A UDP sink so softflowd's NetFlow export has a listener.
+# A UDP sink so softflowd's NetFlow and wirefold's IPFIX export have a listener.
 python3 -c "
 import socket,sys
 s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('127.0.0.1',0)); print(s.getsockname()[1]); sys.stdout.flush()
@@ -36,11 +36,12 @@ PORT=$(cat "$WORK/sink.port")
 declare -A CMD=(
     [tcpdump-r]="tcpdump -r $CAP -w /dev/null"
     [wirefold]="$WF replay --out /dev/null $CAP"
+    [wf-ipfix]="$WF replay --out /dev/null --ipfix udp://127.0.0.1:$PORT $CAP"
     [softflowd]="softflowd -r $CAP -n 127.0.0.1:$PORT"
     [nfpcapd]="nfpcapd -r $CAP -w $WORK/nfpcapd"
     [argus]="argus -r $CAP -w /dev/null"
 )
-ORDER=(tcpdump-r wirefold softflowd nfpcapd argus)
+ORDER=(tcpdump-r wirefold wf-ipfix softflowd nfpcapd argus)
 mkdir -p "$WORK/nfpcapd"
 declare -A TIMES CPU STATUS
 for tool in "${ORDER[@]}"; do
@@ -88,3 +89,7 @@ line="replay: wirefold $wf Mpps, tcpdump-r ${MPPS[tcpdump-r]:-n/a} Mpps"
 for tool in softflowd nfpcapd argus; do line+=", $tool ${MPPS[$tool]:-n/a}"; done
 line+=", wirefold/tcpdump-r $r_tcpdump, wirefold/best-peer($bestname) $r_peer"
 echo "$line"
+# JSON plus IPFIX export (docs/ipfix.md) against JSON alone, same run.
+if [ -n "${MPPS[wf-ipfix]:-}" ]; then
+    echo "ipfix: wirefold+ipfix ${MPPS[wf-ipfix]} Mpps, wirefold ${wf} Mpps, ratio $(echo "scale=3; ${MPPS[wf-ipfix]} / $wf" | bc) ($(grep -h '^ipfix ' "$WORK/wf-ipfix.err" | tail -1))"
+fi

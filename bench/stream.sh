@@ -47,5 +47,12 @@ RM=$(printf '%s\n' "${R[@]}" | median)
 SM=$(printf '%s\n' "${S[@]}" | median)
 echo "$FLOWS flows per run, every one verified in the core's database; whole-process wall time, median of $RUNS"
 "$WF" replay --no-output --batches-out "$WORK/batches.fb" "$CAP" 2>/dev/null
-timeout 300 "$ROOT/target/release/ingest-bench" "$WORK/batches.fb" "$WORK/ingest" 1000000
+GON=() GOFF=()
+for ((i = 0; i < RUNS; i++)); do
+    GON+=("$(timeout 300 "$ROOT/target/release/ingest-bench" "$WORK/batches.fb" "$WORK/ingest" 1000000 | tee /dev/stderr | sed -E 's/.*: ([0-9]+) flows\/s.*/\1/')")
+    GOFF+=("$(timeout 300 "$ROOT/target/release/ingest-bench" "$WORK/batches.fb" "$WORK/ingest" 1000000 gates-off | tee /dev/stderr | sed -E 's/.*: ([0-9]+) flows\/s.*/\1/')")
+done
+GONM=$(printf '%s\n' "${GON[@]}" | median)
+GOFFM=$(printf '%s\n' "${GOFF[@]}" | median)
+printf 'core ingest: gates on %.0f flows/s, gates off %.0f flows/s, ratio: %.2f (median of %d)\n' "$GONM" "$GOFFM" "$(echo "$GONM / $GOFFM" | bc -l)" "$RUNS"
 printf 'stream: %.0f flows/s, replay-only: %.0f flows/s, ratio: %.2f\n' "$SM" "$RM" "$(echo "$SM / $RM" | bc -l)"

@@ -8,7 +8,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ensure_rust
 apt_install ca-certificates pkg-config libpcap-dev python3-venv tshark tcpdump tcpreplay iproute2 util-linux bsdutils libdpdk-dev dpdk \
-    prometheus systemd
+    prometheus systemd nfdump pmacct
 setup_python
 cd "$ROOT"
 

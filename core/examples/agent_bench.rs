@@ -214,8 +214,9 @@ async fn main() {
         let looper = std::thread::spawn(move || {
             let mut n = 0u64;
             while !s2.load(Ordering::Relaxed) {
-                let args = if n % 2 == 0 { window(n) } else { serde_json::json!({"vector": vec![1; 32], "k": 10}) };
-                mcp_call(mcp, tok, n, if n % 2 == 0 { "query_flows" } else { "similar_flows" }, &args);
+                let args =
+                    if n.is_multiple_of(2) { window(n) } else { serde_json::json!({"vector": vec![1; 32], "k": 10}) };
+                mcp_call(mcp, tok, n, if n.is_multiple_of(2) { "query_flows" } else { "similar_flows" }, &args);
                 n += 1;
             }
             n

@@ -329,7 +329,7 @@ impl Promotion {
                         held += 1;
                         let g = gate.unwrap_or("");
                         *held_by.entry(g).or_default() += 1;
-                        if mix(seq ^ ((i as u64) << 40) ^ sensor_hash) % cfg.ledger.hold_one_in as u64 == 0 {
+                        if mix(seq ^ ((i as u64) << 40) ^ sensor_hash).is_multiple_of(cfg.ledger.hold_one_in as u64) {
                             sampled += 1;
                             c.push(
                                 t,

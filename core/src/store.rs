@@ -179,8 +179,8 @@ CREATE TABLE IF NOT EXISTS ledger_pending (
 );
 -- For the agent API's queries (docs/agent-api.md): flows by time, by sensor and time; decisions by verdict.
 CREATE INDEX IF NOT EXISTS flows_by_time ON flows (last_ns);
-CREATE INDEX IF NOT EXISTS flows_by_sensor_time ON flows (sensor_id, last_ns);
-CREATE INDEX IF NOT EXISTS decisions_by_verdict ON decisions (verdict);
+DROP INDEX IF EXISTS flows_by_sensor_time;
+DROP INDEX IF EXISTS decisions_by_verdict;
 ";
 
 fn now_ns() -> i64 {

@@ -9,6 +9,7 @@
 //! * [`flow`] — the bidirectional flow table.
 //! * [`record`] — flow records as exported (JSON Lines).
 //! * [`output`] — the JSON Lines writer thread.
+//! * [`ipfix`] — IPFIX (RFC 7011) export of flows as RFC 5103 biflows.
 //! * [`pipeline`] — sources → decoder → flow table → sink, and its summary.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod embed;
 pub mod flow;
+pub mod ipfix;
 pub mod live;
 pub mod metrics;
 pub mod output;
@@ -26,4 +28,5 @@ pub mod record;
 pub mod ring;
 pub mod rx;
 pub mod stream;
+pub mod stream_proto;
 pub mod wire;

@@ -236,6 +236,24 @@ struct CoreArgs {
     /// Testing aid: wait this many milliseconds before storing each batch.
     #[arg(long, value_name = "MS", hide = true)]
     store_delay_ms: Option<u64>,
+    /// Serve the agent API (MCP over Streamable HTTP) at http://ADDR/mcp (loopback unless --allow-plaintext).
+    #[arg(long, value_name = "ADDR", requires = "agent_tokens")]
+    mcp: Option<std::net::SocketAddr>,
+    /// Agent tokens file (mode 0600): one `AGENT_ID SCOPE TOKEN` per line, SCOPE observe or mutate.
+    #[arg(long, value_name = "FILE")]
+    agent_tokens: Option<PathBuf>,
+    /// Agent API: calls per second per agent (token bucket; burst = 2 s worth).
+    #[arg(long, value_name = "N", default_value_t = 20.0)]
+    agent_rate: f64,
+    /// Agent API: rows per call at most.
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    agent_max_rows: u32,
+    /// Agent API: milliseconds a query may run before it is interrupted.
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    agent_query_ms: u64,
+    /// Agent API: gate changes (apply, rollback) per agent per hour.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    agent_mutations_per_hour: u32,
     #[command(flatten)]
     telemetry: TelemetryArgs,
 }
@@ -252,6 +270,9 @@ struct FlowArgs {
     /// Most flows held at once (per flow table); beyond it the least recently seen are evicted (counted).
     #[arg(long, value_name = "N", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     max_flows: u64,
+    /// Seed of the Community ID on every flow record (as Zeek's and Suricata's `community_id` seed).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    community_id_seed: u16,
 }
 
 impl FlowArgs {
@@ -260,6 +281,7 @@ impl FlowArgs {
             idle_timeout_ns: self.idle_timeout.0,
             active_timeout_ns: self.active_timeout.0,
             max_flows: self.max_flows as usize,
+            community_id_seed: self.community_id_seed,
             ..FlowConfig::default()
         }
     }
@@ -327,6 +349,22 @@ struct OutputArgs {
     /// Send the bearer token in plain text (http://) to a core that is not on a loopback address.
     #[arg(long)]
     allow_plaintext: bool,
+    /// Export flows as IPFIX (RFC 7011, RFC 5103 biflows) to a collector:
+    /// udp://HOST:PORT or tcp://HOST:PORT; repeat (or separate with commas) for several (see docs/ipfix.md).
+    #[arg(long, value_name = "URL")]
+    ipfix: Vec<wirefold_sensor::ipfix::CollectorList>,
+    /// IPFIX observation domain id.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    ipfix_domain: u32,
+    /// Private enterprise number of the wirefold IPFIX elements (default: RFC 5612's documentation PEN).
+    #[arg(long, value_name = "N", default_value_t = wirefold_sensor::ipfix::DEFAULT_PEN)]
+    ipfix_pen: u32,
+    /// Re-send the IPFIX templates over UDP this often (e.g. 60s, 5s).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
+    ipfix_template_refresh: Timeout,
+    /// Path MTU towards UDP IPFIX collectors: no export packet is larger.
+    #[arg(long, value_name = "BYTES", default_value_t = 1400, value_parser = clap::value_parser!(u64).range(576..=65535))]
+    ipfix_mtu: u64,
 }
 
 #[derive(Args, Debug)]
@@ -586,6 +624,19 @@ fn open_output(o: &OutputArgs, live: bool) -> Result<Outputs, (anyhow::Error, u8
             Some(Streamer::start(cfg).map_err(setup)?)
         }
     };
+    let ipfix = if o.ipfix.is_empty() {
+        None
+    } else {
+        let cfg = wirefold_sensor::ipfix::IpfixConfig {
+            collectors: o.ipfix.iter().flat_map(|l| l.0.iter().cloned()).collect(),
+            domain: o.ipfix_domain,
+            pen: o.ipfix_pen,
+            template_refresh: Duration::from_nanos(o.ipfix_template_refresh.0.unwrap_or(u64::MAX)),
+            mtu: o.ipfix_mtu as usize,
+            embedding: embedder.is_some(),
+        };
+        Some(wirefold_sensor::ipfix::IpfixSink::start(cfg).map_err(|e| (anyhow::anyhow!(e), 2u8))?)
+    };
     let writer = Exporter::spawn(ExportOptions {
         json,
         features,
@@ -597,6 +648,7 @@ fn open_output(o: &OutputArgs, live: bool) -> Result<Outputs, (anyhow::Error, u8
         flows_per_batch: o.batch_flows as usize,
         max_batch_age: Duration::from_nanos(o.batch_age.0.unwrap_or(u64::MAX)),
         live,
+        ipfix,
     });
     Ok(Outputs { writer, core, db })
 }
@@ -1172,6 +1224,23 @@ fn run_core(a: CoreArgs) -> anyhow::Result<ExitCode> {
     cfg.burst_flows = a.burst;
     cfg.full_sync = a.full_sync;
     cfg.store_delay = a.store_delay_ms.map(Duration::from_millis);
+    if let (Some(addr), Some(tf)) = (a.mcp, &a.agent_tokens) {
+        match wirefold_core::agent::AgentTokens::load(tf) {
+            Ok(t) => {
+                let mut ac = wirefold_core::agent::AgentConfig::new(addr, t);
+                ac.limits.calls_per_s = a.agent_rate.max(0.001);
+                ac.limits.burst = (a.agent_rate * 2.0).max(1.0);
+                ac.limits.max_rows = a.agent_max_rows;
+                ac.limits.query_budget = Duration::from_millis(a.agent_query_ms);
+                ac.limits.mutations_per_hour = a.agent_mutations_per_hour;
+                cfg.agent = Some(ac);
+            }
+            Err(e) => {
+                eprintln!("wirefold core: --agent-tokens: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
     if let (Some(c), Some(k)) = (&a.tls_cert, &a.tls_key) {
         match (std::fs::read(c), std::fs::read(k)) {
             (Ok(c), Ok(k)) => cfg.tls = Some((c, k)),

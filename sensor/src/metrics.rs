@@ -242,6 +242,7 @@ impl SensorMetrics {
             d.exposition(&mut e);
         }
         self.export.exposition(&mut e);
+        crate::ipfix::exposition(&self.export.ipfix, &mut e);
         if let Some(s) = &self.stream {
             stream_exposition(s, &mut e);
         }

@@ -40,6 +40,8 @@ pub struct ExportOptions {
     pub top: usize,
     /// Record packet-to-export latency (live capture: packet times are wall-clock times).
     pub live: bool,
+    /// Export flows as IPFIX to collectors.
+    pub ipfix: Option<crate::ipfix::IpfixSink>,
 }
 
 /// What the export thread publishes for `/metrics`.
@@ -59,6 +61,8 @@ pub struct ExportCounters {
     pub embed_latency: Latency,
     /// From a flow's last packet to its record leaving the sensor (live capture only).
     pub export_latency: Latency,
+    /// One per IPFIX collector.
+    pub ipfix: Vec<Arc<crate::ipfix::CollectorCounters>>,
 }
 
 impl ExportCounters {
@@ -111,6 +115,8 @@ pub struct ExportReport {
     pub batch_bytes: u64,
     /// Streaming to a core, when on.
     pub stream: Option<StreamReport>,
+    /// IPFIX export, one per collector.
+    pub ipfix: Vec<crate::ipfix::IpfixReport>,
 }
 
 /// What streaming to the core did.
@@ -210,6 +216,9 @@ impl Stage {
                     }
                 }
             }
+            if let Some(x) = self.o.ipfix.as_mut() {
+                x.push(f, emb, score, None);
+            }
             let batched = self.o.batches.is_some() || self.o.stream.is_some();
             if !batched && self.o.live {
                 // Unbatched output leaves now; batched flows are timed when sealed.
@@ -225,6 +234,9 @@ impl Stage {
                     self.seal()?;
                 }
             }
+        }
+        if let Some(x) = self.o.ipfix.as_mut() {
+            x.flush();
         }
         self.merge_latency();
         Ok(())
@@ -298,6 +310,15 @@ impl Stage {
         for w in [self.o.json.as_mut(), self.o.features.as_mut(), self.o.batches.as_mut()].into_iter().flatten() {
             w.flush()?;
         }
+        if let Some(x) = self.o.ipfix.take() {
+            self.report.ipfix = x.finish();
+            for r in &self.report.ipfix {
+                eprintln!(
+                    "ipfix {}: {} messages, {} records, {} dropped, {} send errors",
+                    r.collector, r.messages, r.records, r.dropped, r.send_errors
+                );
+            }
+        }
         keep_top(&mut self.best, self.o.top);
         self.report.top = std::mem::take(&mut self.best);
         // The report's totals are the published counters: one count, two readers.
@@ -368,7 +389,8 @@ impl Exporter {
     /// Start the export thread.
     pub fn spawn(o: ExportOptions) -> Self {
         let (tx, rx) = bounded::<Vec<FinishedFlow>>(QUEUE);
-        let counters = Arc::new(ExportCounters::default());
+        let ipfix = o.ipfix.as_ref().map(|x| x.counters()).unwrap_or_default();
+        let counters = Arc::new(ExportCounters { ipfix, ..ExportCounters::default() });
         let stream_counters = o.stream.as_ref().map(|s| s.counters.clone());
         let c2 = counters.clone();
         let handle = std::thread::Builder::new()

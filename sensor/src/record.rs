@@ -87,6 +87,10 @@ pub struct FlowRecord {
     /// Tunnel's outer destination address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tunnel_dst_ip: Option<IpAddr>,
+    /// Community ID v1 of the flow (its inner flow when tunnelled), as Zeek
+    /// and Suricata compute it; seed `--community-id-seed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub community_id: Option<String>,
     /// Why the record was exported.
     pub end_reason: &'static str,
     /// The model's anomaly score (reconstruction error), when embedding is on.
@@ -95,6 +99,21 @@ pub struct FlowRecord {
     /// The int8 embedding (32 values), when embedding is on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub embedding: Option<Vec<i8>>,
+}
+
+/// The flow's Community ID v1: the initiator's tuple as seen in its first
+/// packet (for ICMP the first packet's type and code), hashed with the
+/// table's seed. Tunnelled flows hash the inner flow.
+fn community_id(ff: &FinishedFlow, src: &[u8; 16], sport: u16, dst: &[u8; 16], dport: u16) -> Option<String> {
+    use wirefold_inspect::community_id::{community_id, FlowTuple};
+    let k = &ff.key;
+    let n = if k.ip_version == 4 { 4 } else { 16 };
+    let (sp, dp) = match k.proto {
+        1 | 58 => (ff.flow.icmp_type as u16, ff.flow.icmp_code as u16),
+        _ => (sport, dport),
+    };
+    let t = FlowTuple { proto: k.proto, src: &src[..n], dst: &dst[..n], src_port: sp, dst_port: dp };
+    community_id(ff.community_id_seed, &t).ok().map(|c| c.as_str().to_string())
 }
 
 fn s4(s: crate::flow::Summary) -> [f64; 4] {
@@ -148,6 +167,7 @@ impl From<&FinishedFlow> for FlowRecord {
             tunnel: tunnel.then(|| f.tunnel.name()),
             tunnel_src_ip: tunnel.then(|| addr(&f.outer_src, f.outer_version)),
             tunnel_dst_ip: tunnel.then(|| addr(&f.outer_dst, f.outer_version)),
+            community_id: community_id(ff, src, sport, dst, dport),
             end_reason: ff.reason.name(),
             score: None,
             embedding: None,

@@ -10,6 +10,7 @@
 //! every exported flow reaches the core exactly once in effect. The spool is
 //! bounded; only when it is full is the oldest batch dropped — counted and
 //! logged loudly.
+use crate::stream_proto::{Done, Effect, ProtoConfig, Rejection, StreamProto};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -167,16 +168,7 @@ impl Streamer {
     }
 }
 
-/// Whether a refusal ends a batch's life: only refusals that are the
-/// batch's own fault. Anything else (`UNAVAILABLE`, `INTERNAL`,
-/// `RESOURCE_EXHAUSTED`, ...) is the core's problem: the batch stays in the
-/// spool and is resent.
-pub fn refusal_is_final(code: u8) -> bool {
-    use tonic::Code;
-    [Code::InvalidArgument, Code::PermissionDenied, Code::AlreadyExists, Code::OutOfRange, Code::FailedPrecondition]
-        .iter()
-        .any(|c| *c as i32 == code as i32)
-}
+pub use crate::stream_proto::refusal_is_final;
 
 /// How long opening a stream (up to the core's resume point) may take.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -197,232 +189,209 @@ async fn connect(cfg: &StreamConfig) -> Result<IngestClient<tonic::transport::Ch
     Ok(IngestClient::new(ch).max_decoding_message_size(1 << 20))
 }
 
+/// The driver: spool files, tonic and tokio around [`StreamProto`].
 async fn run(
     cfg: StreamConfig,
     mut input: mpsc::Receiver<(u64, Vec<u8>)>,
-    mut spooled: BTreeMap<u64, u64>,
+    spooled: BTreeMap<u64, u64>,
     c: Arc<StreamCounters>,
 ) -> Result<(), String> {
-    let mut spool_bytes: u64 = spooled.values().sum();
+    let pcfg =
+        ProtoConfig { window: cfg.window, spool_max_bytes: cfg.spool_max_bytes, drain_timeout: cfg.drain_timeout };
+    let mut p = StreamProto::new(pcfg, spooled, Instant::now());
+    let bearer: MetadataValue<_> =
+        format!("Bearer {}", cfg.token).parse().map_err(|_| "token is not valid metadata".to_string())?;
     let mut input_open = true;
-    let mut drain_deadline: Option<Instant> = None;
-    let mut backoff = Duration::from_millis(100);
-    let publish = |spooled: &BTreeMap<u64, u64>, bytes: u64| {
-        c.spool_bytes.store(bytes, Relaxed);
-        c.spool_batches.store(spooled.len() as u64, Relaxed);
-    };
-    // Write a new batch to the spool, dropping the oldest when full.
-    let spool = |seq: u64, bytes: &[u8], spooled: &mut BTreeMap<u64, u64>, total: &mut u64| -> Result<(), String> {
-        std::fs::write(cfg.spool_dir.join(spool_name(seq)), bytes).map_err(|e| format!("spool write failed: {e}"))?;
-        spooled.insert(seq, bytes.len() as u64);
-        *total += bytes.len() as u64;
-        while *total > cfg.spool_max_bytes && spooled.len() > 1 {
-            let (&old, &len) = spooled.iter().next().expect("non-empty");
-            let _ = std::fs::remove_file(cfg.spool_dir.join(spool_name(old)));
-            spooled.remove(&old);
-            *total -= len;
-            c.spool_dropped.fetch_add(1, Relaxed);
-            eprintln!(
-                "wirefold: SPOOL FULL ({} bytes): dropped batch {old}, the oldest; its flows are lost",
-                cfg.spool_max_bytes
-            );
-        }
-        Ok(())
-    };
+    let mut last_error: Option<String> = None;
+    let mut conn: Option<(mpsc::Sender<FlowBatchBytes>, tonic::Streaming<wirefold_schema::rpc::Ack>)> = None;
     loop {
-        if !input_open && spooled.is_empty() {
-            return Ok(());
-        }
-        if let Some(d) = drain_deadline {
-            if Instant::now() >= d {
+        apply(&mut p, &cfg, &c);
+        match p.done(Instant::now()) {
+            Some(Done::Delivered) => return Ok(()),
+            Some(Done::DrainTimeout { left }) => {
                 eprintln!(
-                    "wirefold: the core did not take {} spooled batches in time; they stay in {} and are sent on the next start",
-                    spooled.len(),
+                    "wirefold: the core did not take {left} spooled batches in time; they stay in {} and are sent on the next start",
                     cfg.spool_dir.display()
                 );
                 return Ok(());
             }
+            None => {}
         }
-        // Connect (meanwhile keep spooling what arrives).
-        let client = match connect(&cfg).await {
-            Ok(cl) => Some(cl),
-            Err(e) => {
-                c.reconnects.fetch_add(1, Relaxed);
-                if backoff >= Duration::from_secs(1) {
-                    eprintln!("wirefold: {e}; retrying (spool: {} batches)", spooled.len());
+        if conn.is_none() && p.should_connect(Instant::now()) {
+            match open(&cfg, &bearer).await {
+                Ok((tx, acks, resume)) => {
+                    p.on_resume(resume);
+                    conn = Some((tx, acks));
+                    last_error = None;
                 }
-                None
-            }
-        };
-        let Some(mut client) = client else {
-            let sleep = tokio::time::sleep(backoff);
-            tokio::pin!(sleep);
-            loop {
-                tokio::select! {
-                    _ = &mut sleep => break,
-                    m = input.recv(), if input_open => match m {
-                        Some((seq, bytes)) => spool(seq, &bytes, &mut spooled, &mut spool_bytes)?,
-                        None => { input_open = false; drain_deadline = Some(Instant::now() + cfg.drain_timeout); }
-                    },
+                Err(OpenError::Refused(e)) => return Err(e),
+                Err(OpenError::Failed(e)) => {
+                    p.on_connect_failed(Instant::now());
+                    if last_error.as_deref() != Some(e.as_str()) {
+                        eprintln!("wirefold: {e}; retrying (spool: {} batches)", p.spool().0);
+                        last_error = Some(e);
+                    }
                 }
             }
-            publish(&spooled, spool_bytes);
-            backoff = (backoff * 2).min(Duration::from_secs(2));
             continue;
-        };
-        let (out_tx, out_rx) = mpsc::channel::<FlowBatchBytes>(cfg.window.max(1));
-        let mut req = tonic::Request::new(ReceiverStream::new(out_rx));
-        let bearer: MetadataValue<_> =
-            format!("Bearer {}", cfg.token).parse().map_err(|_| "token is not valid metadata".to_string())?;
-        req.metadata_mut().insert("authorization", bearer);
-        let opened = match tokio::time::timeout(OPEN_TIMEOUT, client.stream(req)).await {
-            Ok(r) => r,
-            Err(_) => Err(tonic::Status::deadline_exceeded(format!(
-                "the core did not answer within {} s",
-                OPEN_TIMEOUT.as_secs()
-            ))),
-        };
-        let mut acks = match opened {
-            Ok(r) => r.into_inner(),
-            Err(s) if s.code() == tonic::Code::Unauthenticated => {
-                return Err(format!("the core refused this sensor: {} (check --sensor-id and --token)", s.message()));
-            }
-            Err(s) => {
-                c.reconnects.fetch_add(1, Relaxed);
-                eprintln!("wirefold: stream to {} failed: {s}", cfg.url);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-                continue;
-            }
-        };
-        // The core says where to resume.
-        let first = tokio::time::timeout(OPEN_TIMEOUT, acks.message()).await;
-        let resume = match first {
-            Ok(Ok(Some(a))) if a.kind == AckKind::Resume => a.seq,
-            other => {
-                c.reconnects.fetch_add(1, Relaxed);
-                eprintln!("wirefold: the core did not send a resume point ({other:?}); reconnecting");
-                tokio::time::sleep(backoff).await;
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(100);
-        let done: Vec<u64> = spooled.range(..=resume).map(|(s, _)| *s).collect();
-        for s in done {
-            let len = spooled.remove(&s).unwrap_or(0);
-            spool_bytes -= len;
-            let _ = std::fs::remove_file(cfg.spool_dir.join(spool_name(s)));
         }
-        publish(&spooled, spool_bytes);
-        let mut last_sent = resume;
-        let mut inflight = 0usize;
-        let mut sent_at: BTreeMap<u64, Instant> = BTreeMap::new();
-        loop {
-            if !input_open && spooled.is_empty() {
-                return Ok(());
+        let deadline = p.poll_timeout().map(tokio::time::Instant::from_std);
+        let timer = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
             }
-            if drain_deadline.is_some_and(|d| Instant::now() >= d) {
-                break;
+        };
+        match conn.as_mut() {
+            None => {
+                tokio::select! {
+                    _ = timer => {}
+                    m = input.recv(), if input_open => take(m, &mut p, &mut input_open, &cfg)?,
+                }
             }
-            let next = spooled.range(last_sent + 1..).next().map(|(s, _)| *s);
-            let can_send = next.is_some() && inflight < cfg.window;
-            let deadline = drain_deadline;
-            tokio::select! {
-                _ = async { tokio::time::sleep_until(deadline.expect("guarded").into()).await }, if deadline.is_some() => break,
-                m = input.recv(), if input_open => match m {
-                    Some((seq, bytes)) if seq <= resume => {
-                        // Only when two sensors share an id, or the clock went
-                        // back across a lost data directory: the core would
-                        // take this batch for a resend. Say so; do not wait on it.
-                        c.rejected.fetch_add(1, Relaxed);
-                        eprintln!(
-                            "wirefold: batch {seq} reuses a sequence number the core already stored for sensor '{}' (it has up to {resume}); its {} bytes are NOT delivered: is another sensor running with the same --sensor-id?",
-                            cfg.sensor_id,
-                            bytes.len()
-                        );
-                    }
-                    Some((seq, bytes)) => {
-                        spool(seq, &bytes, &mut spooled, &mut spool_bytes)?;
-                        publish(&spooled, spool_bytes);
-                    }
-                    None => { input_open = false; drain_deadline = Some(Instant::now() + cfg.drain_timeout); }
-                },
-                permit = out_tx.reserve(), if can_send => {
-                    let Ok(permit) = permit else { break };
-                    let seq = next.expect("can_send");
-                    match std::fs::read(cfg.spool_dir.join(spool_name(seq))) {
-                        Ok(bytes) => {
-                            permit.send(FlowBatchBytes(bytes.into()));
-                            c.sent.fetch_add(1, Relaxed);
-                            inflight += 1;
-                            c.in_flight.store(inflight as u64, Relaxed);
-                            sent_at.insert(seq, Instant::now());
-                        }
-                        Err(e) => eprintln!("wirefold: spool read of batch {seq} failed: {e}"),
-                    }
-                    last_sent = seq;
-                },
-                a = acks.message() => match a {
-                    Ok(Some(ack)) => match ack.kind {
-                        AckKind::Ack => {
-                            let done: Vec<u64> = spooled.range(..=ack.seq).map(|(s, _)| *s).collect();
-                            for s in done {
-                                let len = spooled.remove(&s).unwrap_or(0);
-                                spool_bytes -= len;
-                                let _ = std::fs::remove_file(cfg.spool_dir.join(spool_name(s)));
-                                c.acked.fetch_add(1, Relaxed);
-                            }
-                            inflight = inflight.saturating_sub(1);
-                            c.in_flight.store(inflight as u64, Relaxed);
-                            let now = Instant::now();
-                            while let Some(e) = sent_at.first_entry().filter(|e| *e.key() <= ack.seq) {
-                                c.rtt.record(now.duration_since(e.remove()));
-                            }
-                            publish(&spooled, spool_bytes);
-                        }
-                        AckKind::Rejected if !refusal_is_final(ack.code) => {
-                            // The core's own failure: keep the batch, reconnect
-                            // after a pause and resend from the resume point.
-                            c.unavailable.fetch_add(1, Relaxed);
-                            eprintln!(
-                                "wirefold: the core could not store batch {} now (gRPC code {}): {}; it stays in the spool and is resent",
-                                ack.seq, ack.code, ack.reason
-                            );
-                            c.reconnects.fetch_add(1, Relaxed);
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(Duration::from_secs(2));
-                            break;
-                        }
-                        AckKind::Rejected => {
-                            c.rejected.fetch_add(1, Relaxed);
-                            inflight = inflight.saturating_sub(1);
-                            c.in_flight.store(inflight as u64, Relaxed);
-                            sent_at.remove(&ack.seq);
-                            eprintln!("wirefold: the core REJECTED batch {} (gRPC code {}): {}", ack.seq, ack.code, ack.reason);
-                            if let Some(len) = spooled.remove(&ack.seq) {
-                                spool_bytes -= len;
-                                let _ = std::fs::remove_file(cfg.spool_dir.join(spool_name(ack.seq)));
+            Some((tx, acks)) => {
+                let can_send = p.can_send();
+                let mut broken = false;
+                tokio::select! {
+                    _ = timer => {}
+                    m = input.recv(), if input_open => take(m, &mut p, &mut input_open, &cfg)?,
+                    permit = tx.reserve(), if can_send => match permit {
+                        Ok(permit) => {
+                            if let Some(seq) = p.poll_send(Instant::now()) {
+                                match std::fs::read(cfg.spool_dir.join(spool_name(seq))) {
+                                    Ok(bytes) => permit.send(FlowBatchBytes(bytes.into())),
+                                    Err(e) => eprintln!("wirefold: spool read of batch {seq} failed: {e}"),
+                                }
                             }
                         }
-                        AckKind::Resume => {}
+                        Err(_) => { p.on_broken(Instant::now()); broken = true; }
                     },
-                    Ok(None) => {
-                        c.reconnects.fetch_add(1, Relaxed);
-                        break;
-                    }
-                    Err(s) => {
-                        c.reconnects.fetch_add(1, Relaxed);
-                        eprintln!("wirefold: stream to {} ended: {}; reconnecting", cfg.url, s.message());
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(2));
-                        break;
-                    }
-                },
+                    a = acks.message() => match a {
+                        Ok(Some(ack)) => match ack.kind {
+                            AckKind::Ack => p.on_ack(ack.seq, Instant::now()),
+                            AckKind::Rejected => match p.on_rejected(ack.seq, ack.code, Instant::now()) {
+                                Rejection::Final => eprintln!(
+                                    "wirefold: the core REJECTED batch {} (gRPC code {}): {}",
+                                    ack.seq, ack.code, ack.reason
+                                ),
+                                Rejection::Retry => {
+                                    eprintln!(
+                                        "wirefold: the core could not store batch {} now (gRPC code {}): {}; it stays in the spool and is resent",
+                                        ack.seq, ack.code, ack.reason
+                                    );
+                                    broken = true;
+                                }
+                            },
+                            AckKind::Resume => {}
+                        },
+                        Ok(None) => { p.on_broken(Instant::now()); broken = true; }
+                        Err(s) => {
+                            eprintln!("wirefold: stream to {} ended: {}; reconnecting", cfg.url, s.message());
+                            p.on_broken(Instant::now());
+                            broken = true;
+                        }
+                    },
+                }
+                if broken {
+                    conn = None;
+                }
             }
         }
-        // The stream broke: what was sent and not acked is resent after reconnecting.
-        let unacked = spooled.range(..=last_sent).count() as u64;
-        c.resent.fetch_add(unacked, Relaxed);
-        c.in_flight.store(0, Relaxed);
+    }
+}
+
+/// A new batch from the export thread: into the spool, then to the protocol.
+fn take(
+    m: Option<(u64, Vec<u8>)>,
+    p: &mut StreamProto,
+    input_open: &mut bool,
+    cfg: &StreamConfig,
+) -> Result<(), String> {
+    match m {
+        Some((seq, bytes)) => {
+            std::fs::write(cfg.spool_dir.join(spool_name(seq)), &bytes)
+                .map_err(|e| format!("spool write failed: {e}"))?;
+            if let Err(e) = p.on_batch(seq, bytes.len() as u64) {
+                eprintln!(
+                    "wirefold: {e}: its {} bytes are NOT delivered: is another sensor running with the same --sensor-id '{}'?",
+                    bytes.len(),
+                    cfg.sensor_id
+                );
+            }
+        }
+        None => {
+            *input_open = false;
+            p.on_input_closed(Instant::now());
+        }
+    }
+    Ok(())
+}
+
+/// Carry out the protocol's effects and publish its counters.
+fn apply(p: &mut StreamProto, cfg: &StreamConfig, c: &StreamCounters) {
+    while let Some(e) = p.poll_effect() {
+        match e {
+            Effect::Remove(seq) => {
+                let _ = std::fs::remove_file(cfg.spool_dir.join(spool_name(seq)));
+            }
+            Effect::Drop(seq) => {
+                let _ = std::fs::remove_file(cfg.spool_dir.join(spool_name(seq)));
+                eprintln!(
+                    "wirefold: SPOOL FULL ({} bytes): dropped batch {seq}, the oldest; its flows are lost",
+                    cfg.spool_max_bytes
+                );
+            }
+            Effect::Rtt(d) => c.rtt.record(d),
+        }
+    }
+    let k = p.counters;
+    c.sent.store(k.sent, Relaxed);
+    c.resent.store(k.resent, Relaxed);
+    c.acked.store(k.acked, Relaxed);
+    c.rejected.store(k.rejected, Relaxed);
+    c.unavailable.store(k.unavailable, Relaxed);
+    c.spool_dropped.store(k.spool_dropped, Relaxed);
+    c.reconnects.store(k.reconnects, Relaxed);
+    let (batches, bytes) = p.spool();
+    c.spool_batches.store(batches as u64, Relaxed);
+    c.spool_bytes.store(bytes, Relaxed);
+    c.in_flight.store(p.in_flight() as u64, Relaxed);
+}
+
+enum OpenError {
+    /// The core refused this sensor (a token problem): streaming stops.
+    Refused(String),
+    /// Anything else: try again after the backoff.
+    Failed(String),
+}
+
+type Opened = (mpsc::Sender<FlowBatchBytes>, tonic::Streaming<wirefold_schema::rpc::Ack>, u64);
+
+/// Connect, open the stream and read the resume point, each bounded in time.
+async fn open(cfg: &StreamConfig, bearer: &MetadataValue<tonic::metadata::Ascii>) -> Result<Opened, OpenError> {
+    let mut client = connect(cfg).await.map_err(OpenError::Failed)?;
+    let (out_tx, out_rx) = mpsc::channel::<FlowBatchBytes>(cfg.window.max(1));
+    let mut req = tonic::Request::new(ReceiverStream::new(out_rx));
+    req.metadata_mut().insert("authorization", bearer.clone());
+    let mut acks = match tokio::time::timeout(OPEN_TIMEOUT, client.stream(req)).await {
+        Ok(Ok(r)) => r.into_inner(),
+        Ok(Err(s)) if s.code() == tonic::Code::Unauthenticated => {
+            return Err(OpenError::Refused(format!(
+                "the core refused this sensor: {} (check --sensor-id and --token)",
+                s.message()
+            )))
+        }
+        Ok(Err(s)) => return Err(OpenError::Failed(format!("stream to {} failed: {s}", cfg.url))),
+        Err(_) => {
+            return Err(OpenError::Failed(format!(
+                "the core at {} did not answer within {} s",
+                cfg.url,
+                OPEN_TIMEOUT.as_secs()
+            )))
+        }
+    };
+    match tokio::time::timeout(OPEN_TIMEOUT, acks.message()).await {
+        Ok(Ok(Some(a))) if a.kind == AckKind::Resume => Ok((out_tx, acks, a.seq)),
+        other => Err(OpenError::Failed(format!("the core did not send a resume point ({other:?})"))),
     }
 }

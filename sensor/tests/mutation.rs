@@ -52,7 +52,7 @@ fn damaged_packets_are_counted_never_panic() {
                         // Set a byte in the first 64 (where the length fields live) to 0x00 or 0xff.
                         _ if n > 0 => {
                             let i = (rng.next() as usize) % n.min(64);
-                            buf[i] = if rng.next() % 2 == 0 { 0 } else { 0xff };
+                            buf[i] = if rng.next().is_multiple_of(2) { 0 } else { 0xff };
                         }
                         _ => {}
                     }

@@ -3,7 +3,10 @@
 //! in-process core that stores every flow in SQLite; flows per second from
 //! the first send to the last durable ack.
 //!
-//!     ingest-bench BATCHES_FILE DB_DIR [MIN_FLOWS]
+//!     ingest-bench BATCHES_FILE DB_DIR [MIN_FLOWS] [gates-off]
+//!
+//! With `gates-off` every promotion gate is off (the baseline); by default
+//! the core runs its default gates, as `wirefold core` does.
 use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -38,9 +41,15 @@ fn main() -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&args[1])?;
     let db = std::path::Path::new(&args[1]).join("ingest-bench.db");
-    let _ = std::fs::remove_file(&db);
-    let core = serve("127.0.0.1:0".parse()?, CoreConfig::new(db.clone(), Tokens::single("bench", "bench-token")))
-        .map_err(anyhow::Error::msg)?;
+    for ext in ["", "-wal", "-shm", ".ledger.jsonl"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", db.display()));
+    }
+    let gates_off = args.get(3).is_some_and(|a| a == "gates-off");
+    let mut cfg = CoreConfig::new(db.clone(), Tokens::single("bench", "bench-token"));
+    if gates_off {
+        cfg.gates = wirefold_core::GatesConfig::all_off();
+    }
+    let core = serve("127.0.0.1:0".parse()?, cfg)?;
     let url = format!("http://{}", core.addr);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let n = bufs.len() as u64;
@@ -76,6 +85,10 @@ fn main() -> anyhow::Result<()> {
     core.stop();
     let stored = Store::open(&db, false)?.flow_count("bench")?;
     anyhow::ensure!(stored as usize == flows, "stored {stored} of {flows} flows");
-    println!("core ingest: {flows} flows in {n} batches stored in {secs:.2} s: {:.0} flows/s (every flow verified in the database)", flows as f64 / secs);
+    println!(
+        "core ingest (gates {}): {flows} flows in {n} batches stored in {secs:.2} s: {:.0} flows/s (every flow verified in the database)",
+        if gates_off { "off" } else { "on" },
+        flows as f64 / secs
+    );
     Ok(())
 }

@@ -182,7 +182,7 @@ impl Burst {
         }
         c.count = c.count.saturating_add(1);
         let baseline = (c.mean + cfg.k * c.var.sqrt()).floor().max(cfg.min_count as f64).min(u32::MAX as f64) as u32;
-        if c.count <= baseline || (c.count - baseline - 1) % cfg.keep_one_in == 0 {
+        if c.count <= baseline || (c.count - baseline - 1).is_multiple_of(cfg.keep_one_in) {
             Ok(())
         } else {
             Err(Reason::Burst { count: c.count, baseline, proto: f.proto, dst_port: f.dst_port })

@@ -85,7 +85,7 @@ impl AfPacketConfig {
         if self.block_count == 0 || self.block_count > 65536 {
             return Err(format!("ring block count {} is invalid: allowed 1..=65536", self.block_count));
         }
-        if self.frame_size < 128 || self.frame_size % 16 != 0 || self.frame_size > self.block_size {
+        if self.frame_size < 128 || !self.frame_size.is_multiple_of(16) || self.frame_size > self.block_size {
             return Err(format!(
                 "ring frame size {} is invalid: it must be a multiple of 16, at least 128 and at most the block size ({})",
                 self.frame_size, self.block_size

@@ -22,6 +22,8 @@ pub struct FlowConfig {
     pub close_linger_ns: u64,
     /// How often (in packet time) the table is swept for expired flows.
     pub sweep_interval_ns: u64,
+    /// Seed of the flows' Community IDs (0, the spec's default, unless configured).
+    pub community_id_seed: u16,
 }
 
 impl Default for FlowConfig {
@@ -32,6 +34,7 @@ impl Default for FlowConfig {
             max_flows: 1_000_000,
             close_linger_ns: 2 * NS,
             sweep_interval_ns: NS,
+            community_id_seed: 0,
         }
     }
 }
@@ -128,6 +131,8 @@ pub struct FinishedFlow {
     pub flow: Flow,
     /// Why it ended.
     pub reason: EndReason,
+    /// The Community ID seed of the table's configuration.
+    pub community_id_seed: u16,
 }
 
 /// Flow-table counters.
@@ -480,7 +485,7 @@ impl FlowTable {
 
     fn emit(&mut self, key: FlowKey, flow: Flow, reason: EndReason) {
         self.stats.ended[reason as usize] += 1;
-        self.finished.push(FinishedFlow { key, flow, reason });
+        self.finished.push(FinishedFlow { key, flow, reason, community_id_seed: self.cfg.community_id_seed });
     }
 
     /// Take slot `i` out of the table (every list, the index) and free it.
