@@ -43,6 +43,35 @@ pub enum TokensError {
     },
 }
 
+impl TokensError {
+    /// The same error, naming `path` (parsers do not know the file).
+    pub fn in_file(self, path: &std::path::Path) -> Self {
+        match self {
+            TokensError::Line { line, what, .. } => TokensError::Line { path: path.display().to_string(), line, what },
+            other => other,
+        }
+    }
+}
+
+/// Read a secret file (tokens, an admin token), refusing one that group or
+/// others may access, as ssh refuses such a key file.
+pub fn read_private(path: &std::path::Path) -> Result<String, TokensError> {
+    let p = path.display().to_string();
+    let read = |e: std::io::Error| TokensError::Read { path: p.clone(), error: e.to_string() };
+    let md = std::fs::metadata(path).map_err(read)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = md.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(TokensError::Permissions { path: p, mode });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = md;
+    std::fs::read_to_string(path).map_err(read)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
     digest: [u8; 32],
@@ -116,24 +145,8 @@ impl Tokens {
 
     /// Read and parse a file, refusing one that group or others may access.
     pub fn load(path: &std::path::Path) -> Result<Self, TokensError> {
-        let p = path.display().to_string();
-        let read = |e: std::io::Error| TokensError::Read { path: p.clone(), error: e.to_string() };
-        let md = std::fs::metadata(path).map_err(read)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = md.permissions().mode() & 0o7777;
-            if mode & 0o077 != 0 {
-                return Err(TokensError::Permissions { path: p, mode });
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = md;
-        let text = std::fs::read_to_string(path).map_err(read)?;
-        Self::parse(&text).map_err(|e| match e {
-            TokensError::Line { line, what, .. } => TokensError::Line { path: p.clone(), line, what },
-            other => other,
-        })
+        let text = read_private(path)?;
+        Self::parse(&text).map_err(|e| e.in_file(path))
     }
 
     /// One sensor with one token.

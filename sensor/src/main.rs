@@ -1075,17 +1075,7 @@ fn plaintext_remote(url: &str) -> Option<String> {
 
 /// Read a secret file (a token) that only its owner may read.
 fn read_secret(path: &Path) -> Result<String, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let md = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mode = md.permissions().mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(format!(
-            "{} is accessible by group or others (mode {mode:04o}): run `chmod 600 {}`",
-            path.display(),
-            path.display()
-        ));
-    }
-    let t = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let t = wirefold_core::tokens::read_private(path).map_err(|e| e.to_string())?;
     let t = t.trim().to_string();
     if t.len() < 8 {
         return Err(format!("{}: the token is shorter than 8 characters", path.display()));

@@ -96,24 +96,8 @@ impl AgentTokens {
 
     /// Read and parse a file, refusing one that group or others may access.
     pub fn load(path: &std::path::Path) -> Result<Self, TokensError> {
-        let p = path.display().to_string();
-        let read = |e: std::io::Error| TokensError::Read { path: p.clone(), error: e.to_string() };
-        let md = std::fs::metadata(path).map_err(read)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = md.permissions().mode() & 0o7777;
-            if mode & 0o077 != 0 {
-                return Err(TokensError::Permissions { path: p, mode });
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = md;
-        let text = std::fs::read_to_string(path).map_err(read)?;
-        Self::parse(&text).map_err(|e| match e {
-            TokensError::Line { line, what, .. } => TokensError::Line { path: p.clone(), line, what },
-            other => other,
-        })
+        let text = crate::tokens::read_private(path)?;
+        Self::parse(&text).map_err(|e| e.in_file(path))
     }
 
     /// The agent and scope a token belongs to (constant-time digest compare).
