@@ -44,6 +44,16 @@ fn batch(sensor: &str, seq: u64, n: usize) -> Vec<u8> {
     BatchBuilder::new().build(&meta, &flows).to_vec()
 }
 
+/// Peak resident memory of this test process (VmHWM), in kB.
+fn peak_rss_kb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
 struct Conn {
     tx: mpsc::Sender<FlowBatchBytes>,
     acks: tonic::Streaming<Ack>,
@@ -169,12 +179,7 @@ async fn a_full_queue_withholds_acks_and_loses_nothing() {
     // `queue` batches plus each stream's small in-flight buffers, whatever
     // the sender pushes. (Peak resident memory of this whole test process.)
     assert_eq!(core.counters.queue_depth.load(std::sync::atomic::Ordering::Relaxed), 0);
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let hwm_kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
+    let hwm_kb = peak_rss_kb();
     assert!(hwm_kb < 256 * 1024, "peak memory {hwm_kb} kB exceeds the 256 MiB bound");
     drop(c);
     core.stop();
@@ -441,12 +446,7 @@ async fn a_client_that_never_reads_acks_cannot_grow_the_core() {
         }
     }
     assert!(sent > 100, "{sent} sent");
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let hwm_kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
+    let hwm_kb = peak_rss_kb();
     assert!(hwm_kb < 320 * 1024, "peak memory {hwm_kb} kB with {sent} unanswered 1 MiB batches");
     // The core serves others meanwhile; the answers are short.
     let mut acks = c.acks;
