@@ -36,12 +36,13 @@ PORT=$(cat "$WORK/sink.port")
 declare -A CMD=(
     [tcpdump-r]="tcpdump -r $CAP -w /dev/null"
     [wirefold]="$WF replay --out /dev/null $CAP"
+    [wf-noinsp]="$WF replay --out /dev/null --no-inspect $CAP"
     [wf-ipfix]="$WF replay --out /dev/null --ipfix udp://127.0.0.1:$PORT $CAP"
     [softflowd]="softflowd -r $CAP -n 127.0.0.1:$PORT"
     [nfpcapd]="nfpcapd -r $CAP -w $WORK/nfpcapd"
     [argus]="argus -r $CAP -w /dev/null"
 )
-ORDER=(tcpdump-r wirefold wf-ipfix softflowd nfpcapd argus)
+ORDER=(tcpdump-r wirefold wf-noinsp wf-ipfix softflowd nfpcapd argus)
 mkdir -p "$WORK/nfpcapd"
 declare -A TIMES CPU STATUS
 for tool in "${ORDER[@]}"; do
@@ -92,4 +93,8 @@ echo "$line"
 # JSON plus IPFIX export (docs/ipfix.md) against JSON alone, same run.
 if [ -n "${MPPS[wf-ipfix]:-}" ]; then
     echo "ipfix: wirefold+ipfix ${MPPS[wf-ipfix]} Mpps, wirefold ${wf} Mpps, ratio $(echo "scale=3; ${MPPS[wf-ipfix]} / $wf" | bc) ($(grep -h '^ipfix ' "$WORK/wf-ipfix.err" | tail -1))"
+fi
+# Inspection (docs/inspection.md) against --no-inspect, same run.
+if [ -n "${MPPS[wf-noinsp]:-}" ]; then
+    echo "inspect: wirefold ${wf} Mpps, --no-inspect ${MPPS[wf-noinsp]} Mpps, ratio $(echo "scale=3; $wf / ${MPPS[wf-noinsp]}" | bc); wirefold/tcpdump-r $r_tcpdump"
 fi

@@ -19,7 +19,10 @@ log "building wirefold (release)"
 cargo build --release --locked -p wirefold-sensor --bin wirefold
 
 files=("$@")
-[ ${#files[@]} -eq 0 ] && files=("$ROOT/sensor/tests/pcaps/zeek__dns-edns-ecs.pcap")
+demo=0
+# The default: a capture from the bundled traffic generator that mixes benign
+# traffic with attacks (embeddings/datagen/samples/PROVENANCE.md), with its labels.
+[ ${#files[@]} -eq 0 ] && files=("$ROOT/embeddings/datagen/samples/mixed.pcap") && demo=1
 DATA="${WIREFOLD_DATA:-$ROOT/.local/data}"
 METRICS="${WIREFOLD_METRICS:-127.0.0.1:9462}"
 # Something already answers on the default port: let the kernel pick one (wirefold prints it).
@@ -33,3 +36,8 @@ log "replaying ${files[*]}"
     --metrics "$METRICS" --linger "${WIREFOLD_LINGER:-60s}" "${files[@]}"
 log "flow records: $DATA/flows.jsonl ($(wc -l <"$DATA/flows.jsonl") flows, with embeddings)"
 log "core database: $DATA/core.db (tables flows and sensors); summary: $DATA/summary.json"
+if [ "$demo" = 1 ]; then
+    threshold=$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["threshold"])' "$ROOT/embeddings/model/wirefold-det-v2.card.json")
+    "$PYTHON" "$ROOT/embeddings/datagen/top_scores.py" "$DATA/flows.jsonl" "$ROOT/embeddings/datagen/samples/labels.tsv" \
+        -n 10 --threshold "$threshold" >&2
+fi

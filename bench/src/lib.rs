@@ -14,12 +14,12 @@ pub fn flows_of(files: &[impl AsRef<Path>]) -> anyhow::Result<Vec<FinishedFlow>>
     for f in files {
         let mut src = PcapFile::open(f)?;
         let _ = pipe.run(&mut src, &mut |ff| {
-            flows.push(*ff);
+            flows.push(ff);
             Ok(())
         });
     }
     pipe.finish(EndReason::Eof, &mut |ff| {
-        flows.push(*ff);
+        flows.push(ff);
         Ok(())
     })?;
     Ok(flows)

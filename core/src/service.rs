@@ -31,7 +31,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 use wirefold_schema::rpc::ingest::ingest_server::{Ingest, IngestServer};
 use wirefold_schema::rpc::{Ack, FlowBatchBytes};
-use wirefold_schema::{read_batch, FlowRec, SchemaError, MAX_BATCH_BYTES};
+use wirefold_schema::{read_batch, read_info, FlowInfoRec, FlowRec, SchemaError, MAX_BATCH_BYTES};
 
 /// Longest refusal reason sent to a sensor, in bytes (longer ones are cut).
 pub const MAX_REASON: usize = 256;
@@ -555,6 +555,7 @@ enum StoreMsg {
         seq: u64,
         digest: [u8; 32],
         flows: Vec<FlowRec>,
+        info: Vec<FlowInfoRec>,
         cancel: Arc<Cancel>,
         done: oneshot::Sender<Outcome>,
     },
@@ -593,13 +594,11 @@ fn bearer(req: &Request<Streaming<FlowBatchBytes>>) -> Option<&str> {
     req.metadata().get("authorization")?.to_str().ok()?.strip_prefix("Bearer ")
 }
 
+/// An admitted batch: sequence number, digest, flows and their inspection facts.
+type Admitted = (u64, [u8; 32], Vec<FlowRec>, Vec<FlowInfoRec>);
+
 /// Check one message: returns the batch to store, or the rejection.
-fn admit(
-    sensor: &Arc<str>,
-    bytes: &[u8],
-    now_ns: u64,
-    counters: &CoreCounters,
-) -> Result<(u64, [u8; 32], Vec<FlowRec>), Ack> {
+fn admit(sensor: &Arc<str>, bytes: &[u8], now_ns: u64, counters: &CoreCounters) -> Result<Admitted, Ack> {
     let refuse = |seq: u64, reason: &'static str, code: Code, msg: String| {
         counters.refused(sensor, reason);
         Ack::rejected(seq, code, truncate_reason(msg))
@@ -638,7 +637,9 @@ fn admit(
         return Err(refuse(meta.seq, "invalid_flow", Code::InvalidArgument, format!("batch {}: {e}", meta.seq)));
     }
     let digest: [u8; 32] = Sha256::digest(bytes).into();
-    Ok((meta.seq, digest, flows))
+    let info = read_info(bytes)
+        .map_err(|e| refuse(meta.seq, "invalid_flow", Code::InvalidArgument, format!("batch {}: {e}", meta.seq)))?;
+    Ok((meta.seq, digest, flows, info))
 }
 
 #[tonic::async_trait]
@@ -718,7 +719,7 @@ impl Ingest for Svc {
                 };
                 let p = match admit(&sensor, &msg.0, unix_now_ns(), &counters) {
                     Err(ack) => Pending::Now(ack),
-                    Ok((seq, digest, flows)) => {
+                    Ok((seq, digest, flows, info)) => {
                         if let Some(law) = &rate {
                             let now = epoch.elapsed().as_nanos() as u64;
                             let wait = law.lock().unwrap_or_else(|p| p.into_inner()).charge(&sensor, flows.len(), now);
@@ -737,6 +738,7 @@ impl Ingest for Svc {
                             seq,
                             digest,
                             flows,
+                            info,
                             cancel: cancel.clone(),
                             done,
                         };
@@ -848,7 +850,15 @@ struct StoreThread {
 impl StoreThread {
     /// Store one batch, retrying database errors with backoff (the core's
     /// fault, never the batch's) for up to `retry_for`.
-    fn store(&mut self, sensor: &Arc<str>, seq: u64, digest: &[u8; 32], flows: &[FlowRec], cancel: &Cancel) -> Outcome {
+    fn store(
+        &mut self,
+        sensor: &Arc<str>,
+        seq: u64,
+        digest: &[u8; 32],
+        flows: &[FlowRec],
+        info: &[FlowInfoRec],
+        cancel: &Cancel,
+    ) -> Outcome {
         let t_start = Instant::now();
         let mut backoff = Duration::from_millis(50);
         let mut attempt = 0u32;
@@ -860,6 +870,7 @@ impl StoreThread {
             let t0 = Instant::now();
             let promotion = &mut self.promotion;
             let r = self.store.store_with(sensor, seq, digest, flows, unix_now_ns(), |tx| {
+                crate::store::insert_info(tx, sensor, seq, info)?;
                 promotion.decide_in(tx, sensor, seq, flows)
             });
             self.counters.store_latency.record(t0.elapsed());
@@ -927,11 +938,11 @@ impl StoreThread {
                     job(&mut self.store, &mut self.promotion);
                     *self.counters.gates.lock().unwrap_or_else(|p| p.into_inner()) = self.promotion.metrics().clone();
                 }
-                StoreMsg::Store { sensor, seq, digest, flows, cancel, done } => {
+                StoreMsg::Store { sensor, seq, digest, flows, info, cancel, done } => {
                     if let Some(d) = self.delay {
                         std::thread::sleep(d);
                     }
-                    let out = self.store(&sensor, seq, &digest, &flows, &cancel);
+                    let out = self.store(&sensor, seq, &digest, &flows, &info, &cancel);
                     match &out {
                         Outcome::Stored(Stored::Committed(_)) => {
                             self.counters.sensor(&sensor, |c| c.flows += flows.len() as u64);

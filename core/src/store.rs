@@ -125,6 +125,17 @@ CREATE TABLE IF NOT EXISTS flows (
     embedding BLOB NOT NULL,
     PRIMARY KEY (sensor_id, seq, idx)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS flow_info (
+    sensor_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    app TEXT NOT NULL,
+    server_name TEXT,
+    ja4 TEXT,
+    dns_qname TEXT,
+    http_host TEXT,
+    PRIMARY KEY (sensor_id, seq, idx)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS batches (
     sensor_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -405,6 +416,37 @@ impl Store {
             .query_row("SELECT COUNT(*) FROM flows WHERE sensor_id = ?1", [sensor], |r| r.get::<_, i64>(0))
             .map(|v| v as u64)
     }
+}
+
+/// Store the inspection facts of a batch's flows (schema version 3), in
+/// the batch's transaction; a flow without facts has no row.
+pub fn insert_info(
+    tx: &rusqlite::Transaction<'_>,
+    sensor: &str,
+    seq: u64,
+    info: &[wirefold_schema::FlowInfoRec],
+) -> rusqlite::Result<()> {
+    if info.is_empty() {
+        return Ok(());
+    }
+    let mut ins = tx.prepare_cached(
+        "INSERT OR REPLACE INTO flow_info (sensor_id, seq, idx, app, server_name, ja4, dns_qname, http_host)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    for x in info {
+        ins.execute(params![
+            sensor,
+            seq as i64,
+            x.index as i64,
+            wirefold_schema::APPS.get(x.app as usize).copied().unwrap_or("unknown"),
+            opt(&x.server_name),
+            opt(&x.ja4),
+            opt(&x.dns_qname),
+            opt(&x.http_host),
+        ])?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use wirefold_core::agent::{AgentConfig, AgentLimits, AgentTokens};
 use wirefold_core::{serve, CoreConfig, Store, Tokens};
 use wirefold_schema::rpc::ingest::ingest_client::IngestClient;
 use wirefold_schema::rpc::{AckKind, FlowBatchBytes};
-use wirefold_schema::{BatchBuilder, BatchMeta, FlowRec};
+use wirefold_schema::{BatchBuilder, BatchMeta, FlowInfoRec, FlowRec};
 
 const S: u64 = 1_000_000_000;
 const T0: u64 = 1_700_000_000 * S;
@@ -98,10 +98,25 @@ fn batches(sensor: &str, net: u8, n: u64, seed: u64) -> Vec<Vec<u8>> {
                 scale: 1.0 / 127.0,
                 ..Default::default()
             };
-            BatchBuilder::new().build(&meta, &flows).to_vec()
+            // Inspection facts (schema version 3) for the flows to port 443.
+            let info: Vec<FlowInfoRec> = flows
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.dst_port == 443 && f.proto == 6)
+                .map(|(i, _)| FlowInfoRec {
+                    index: i as u32,
+                    app: 1,
+                    server_name: format!("s{}.example.com", i % 3),
+                    ja4: JA4.into(),
+                    ..Default::default()
+                })
+                .collect();
+            BatchBuilder::new().build_with_info(&meta, &flows, &info).to_vec()
         })
         .collect()
 }
+
+const JA4: &str = "t13d1516h2_8daaf6152771_e5627efa2ab1";
 
 async fn send_all(addr: std::net::SocketAddr, token: &str, bs: &[Vec<u8>]) {
     let mut client = IngestClient::connect(format!("http://{addr}")).await.unwrap();
@@ -236,6 +251,22 @@ async fn an_mcp_client_observes_proposes_applies_and_rolls_back() {
     assert_eq!(want.iter().map(|w| w.1).sum::<i64>(), 3000);
 
     // query_flows: sensor, time range, port.
+    // The inspection filters: app, server name (with a wildcard), JA4.
+    let tls = calls["query_flows_tls"]["result"]["flows"].as_array().unwrap();
+    assert!(!tls.is_empty());
+    for r in tls {
+        assert_eq!((r["app"].as_str(), r["dst_port"].as_u64(), r["proto"].as_u64()), (Some("tls"), Some(443), Some(6)));
+        assert!(r["server_name"].as_str().unwrap().ends_with(".example.com"), "{r}");
+        assert_eq!(r["ja4"], JA4);
+    }
+    let one = calls["query_flows_sni"]["result"]["flows"].as_array().unwrap();
+    assert!(!one.is_empty() && one.len() < tls.len(), "{} of {}", one.len(), tls.len());
+    assert!(one.iter().all(|r| r["server_name"] == "s1.example.com"));
+    assert!(calls["query_flows_nojs"]["result"]["flows"].as_array().unwrap().is_empty(), "no flow has that JA4");
+    for r in calls["query_flows"]["result"]["flows"].as_array().unwrap() {
+        let tcp443 = r["dst_port"] == 443 && r["proto"] == 6;
+        assert_eq!(r["app"] == "tls", tcp443, "{r}");
+    }
     let got = keys(&calls["query_flows"]["result"]["flows"]);
     let want = sql_keys(
         &c,
@@ -360,7 +391,7 @@ async fn an_mcp_client_observes_proposes_applies_and_rolls_back() {
         "{}",
         bad["schema_range"]
     );
-    assert!(text_of(&bad["schema_unknown"]).contains("ja4: unknown argument"), "{}", bad["schema_unknown"]);
+    assert!(text_of(&bad["schema_unknown"]).contains("country: unknown argument"), "{}", bad["schema_unknown"]);
     assert!(text_of(&bad["schema_required"]).contains("idx: required"), "{}", bad["schema_required"]);
     assert!(text_of(&bad["observe_mutates"]).contains("needs the mutate scope"), "{}", bad["observe_mutates"]);
     assert_eq!(res["no_token_status"], 401);
@@ -399,8 +430,8 @@ async fn an_mcp_client_observes_proposes_applies_and_rolls_back() {
         assert_eq!(a["args_sha256"].as_str().unwrap().len(), 64);
         assert!(a["latency_us"].is_u64());
     }
-    // Every call of the script is in the ledger: 11 observe calls + 6 bad + 5 mutate-session calls.
-    assert_eq!(acts.len(), 11 + 6 + 6, "{}", acts.len());
+    // Every call of the script is in the ledger: 14 observe calls + 6 bad + 6 mutate-session calls.
+    assert_eq!(acts.len(), 14 + 6 + 6, "{}", acts.len());
     let ok_rows: u64 = acts
         .iter()
         .filter(|a| a["tool"] == "query_flows" && a["outcome"] == "ok")
@@ -408,8 +439,10 @@ async fn an_mcp_client_observes_proposes_applies_and_rolls_back() {
         .sum();
     assert_eq!(
         ok_rows as usize,
-        keys(&calls["query_flows"]["result"]["flows"]).len()
-            + keys(&calls["query_flows_cidr"]["result"]["flows"]).len()
+        ["query_flows", "query_flows_cidr", "query_flows_tls", "query_flows_sni", "query_flows_nojs"]
+            .iter()
+            .map(|k| calls[*k]["result"]["flows"].as_array().unwrap().len())
+            .sum::<usize>()
     );
     let head = Store::open(&db, false).unwrap().ledger_head().unwrap().unwrap();
     wirefold_core::verify_ledger(&wirefold_core::ledger::default_path(&db), Some(&head)).unwrap();

@@ -87,6 +87,9 @@ async def main_mode(url, obs, mut, out):
             "list_sensors": {},
             "query_flows": {"sensor": "edge-1", "since_ns": 1_700_000_010_000_000_000, "until_ns": 1_700_000_020_000_000_000, "port": 443, "limit": 50},
             "query_flows_cidr": {"addr": "10.1.0.0/16", "decision": "promoted", "min_score": 0.5, "limit": 1000},
+            "query_flows_tls": {"app": "tls", "server_name": "*.example.com", "ja4": "t13d1516h2_8daaf6152771_e5627efa2ab1", "limit": 1000},
+            "query_flows_sni": {"server_name": "s1.example.com", "limit": 1000},
+            "query_flows_nojs": {"ja4": "t13d1516h2_000000000000_000000000000", "limit": 10},
             "top_talkers": {"by": "dst", "limit": 5},
             "recent_anomalies": {"sensor": "edge-2", "limit": 10},
             "similar_flows": {"flow": {"sensor_id": "edge-1", "seq": 3, "idx": 7}, "k": 5},
@@ -98,7 +101,7 @@ async def main_mode(url, obs, mut, out):
         }
         res["calls"] = {}
         for key, args in calls.items():
-            tool = key.removesuffix("_cidr").removesuffix("_vec")
+            tool = key.removesuffix("_cidr").removesuffix("_vec").removesuffix("_tls").removesuffix("_sni").removesuffix("_nojs")
             r = await s.call(tool, args)
             assert "result" in r, f"{key}: {r}"
             res["calls"][key] = {"args": args, **r}
@@ -111,7 +114,7 @@ async def main_mode(url, obs, mut, out):
             bad["unknown_tool"] = str(e)
         bad["schema_type"] = await s.call("query_flows", {"limit": "many"})
         bad["schema_range"] = await s.call("query_flows", {"port": 70000})
-        bad["schema_unknown"] = await s.call("query_flows", {"ja4": "t13d1516h2_8daaf6152771_e5627efa2ab1"})
+        bad["schema_unknown"] = await s.call("query_flows", {"country": "NL"})
         bad["schema_required"] = await s.call("explain_decision", {"sensor_id": "edge-1", "seq": 1})
         bad["observe_mutates"] = await s.call("rollback_gates", {"version": 1})
         res["bad"] = bad

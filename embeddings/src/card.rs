@@ -29,10 +29,25 @@ pub struct ModelCard {
     pub seed: u64,
     /// Files the training features came from.
     pub training_files: Vec<TrainingFile>,
-    /// Mean squared reconstruction error on the held-out split.
+    /// Mean squared reconstruction error on the held-out split (autoencoder models).
+    #[serde(default)]
     pub heldout_mse: f64,
-    /// Mean squared reconstruction error on the training split.
+    /// Mean squared reconstruction error on the training split (autoencoder models).
+    #[serde(default)]
     pub train_mse: f64,
+    /// The score's default decision threshold (supervised models; the
+    /// core's score gate and the summary use it).
+    #[serde(default)]
+    pub threshold: Option<f32>,
+    /// Training rows by source and label.
+    #[serde(default)]
+    pub training_data: serde_json::Value,
+    /// Held-out evaluation figures.
+    #[serde(default)]
+    pub evaluation: serde_json::Value,
+    /// Reference distribution of the embedding and score, for drift monitors.
+    #[serde(default)]
+    pub reference_distribution: serde_json::Value,
     /// Rows in the training and held-out splits.
     pub rows: [usize; 2],
     /// Library versions used in training.

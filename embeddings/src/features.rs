@@ -4,9 +4,17 @@
 //! go through `ln(1 + x)` (x ≥ 0), ratios have guarded denominators, flags
 //! are 0 or 1. [`FEATURES`] documents each one (name, unit, transform); the
 //! model card records the standardisation (mean, std) learned in training.
+//!
+//! Columns 0–25 are the flow's counters and statistics; 26–63 come from the
+//! first packets (sizes and gaps), inspection (payload sketch, `app`, DNS,
+//! TLS and HTTP facts) and the two hosts' recent activity (host context).
+//! Without inspection (`--no-inspect`) the inspection columns are 0.
 
 /// Number of features.
-pub const F: usize = 26;
+pub const F: usize = 64;
+
+/// Packets of the first-packets sequence.
+pub const SPLT: usize = 8;
 
 /// A feature's documentation.
 #[derive(Debug, Clone, Copy)]
@@ -51,7 +59,97 @@ pub const FEATURES: [Feature; F] = [
     f("proto_udp", "flag", "1 if UDP"),
     f("proto_icmp", "flag", "1 if ICMP or ICMPv6"),
     f("dst_port_class", "class", "0 no port, 1 well-known (<1024), 2 registered (<49152), 3 dynamic"),
+    f("splt_1", "bytes", "packet 1's IP bytes, log1p, negative from the responder; 0 when absent"),
+    f("splt_2", "bytes", "as splt_1, packet 2"),
+    f("splt_3", "bytes", "as splt_1, packet 3"),
+    f("splt_4", "bytes", "as splt_1, packet 4"),
+    f("splt_5", "bytes", "as splt_1, packet 5"),
+    f("splt_6", "bytes", "as splt_1, packet 6"),
+    f("splt_7", "bytes", "as splt_1, packet 7"),
+    f("splt_8", "bytes", "as splt_1, packet 8"),
+    f("spliat_2", "ms", "gap before packet 2, log1p; 0 when absent"),
+    f("spliat_3", "ms", "gap before packet 3, log1p"),
+    f("spliat_4", "ms", "gap before packet 4, log1p"),
+    f("spliat_5", "ms", "gap before packet 5, log1p"),
+    f("spliat_6", "ms", "gap before packet 6, log1p"),
+    f("spliat_7", "ms", "gap before packet 7, log1p"),
+    f("spliat_8", "ms", "gap before packet 8, log1p"),
+    f("fwd_entropy", "bits/8", "entropy of the first 256 payload bytes initiator → responder, divided by 8"),
+    f("fwd_printable", "ratio", "printable ASCII fraction of those bytes"),
+    f("rev_entropy", "bits/8", "as fwd_entropy, responder → initiator"),
+    f("rev_printable", "ratio", "as fwd_printable, responder → initiator"),
+    f("app_tls", "flag", "1 if app is tls"),
+    f("app_quic", "flag", "1 if app is quic"),
+    f("app_dns", "flag", "1 if app is dns"),
+    f("app_http", "flag", "1 if app is http"),
+    f("app_ssh", "flag", "1 if app is ssh"),
+    f("dns_qname_len", "bytes", "first question's name length, log1p"),
+    f("dns_label_max", "bytes", "its longest label, log1p"),
+    f("dns_qname_entropy", "bits/8", "character entropy of the name, divided by 8"),
+    f("dns_qtype_rare", "flag", "1 if the question type is not A, AAAA, PTR, HTTPS, SVCB, SRV, MX, NS or SOA"),
+    f("dns_error", "flag", "1 if the first response's rcode is not 0"),
+    f("tls_sni", "flag", "1 if the ClientHello named a server"),
+    f("tls_13", "flag", "1 if the client offered TLS 1.3"),
+    f("http_status_class", "class", "first response status / 100 (0 when none)"),
+    f("http_error", "flag", "1 if that status is 400 or above"),
+    f("src_flows", "flows", "flows the initiator started in the last 10-20 s, log1p"),
+    f("src_peers", "hosts", "distinct responders of those flows (estimate), log1p"),
+    f("src_ports", "ports", "distinct responder ports of those flows (estimate), log1p"),
+    f("dst_flows", "flows", "flows the responder received in the last 10-20 s, log1p"),
+    f("dst_peers", "hosts", "distinct initiators of those flows (estimate), log1p"),
 ];
+
+/// What inspection and the flow table add to a flow's counters. All zero
+/// (the default) when inspection is off or found nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FlowContext {
+    /// The first packets: IP bytes, negative from the responder; 0 past the end.
+    pub splt_bytes: [i32; SPLT],
+    /// Gap before each of the first packets, milliseconds (index 0 unused).
+    pub splt_gap_ms: [f32; SPLT],
+    /// Payload entropy (bits per byte, 0–8) and printable fraction, forward then reverse.
+    pub sketch: [[f32; 2]; 2],
+    /// App flags: tls, quic, dns, http, ssh.
+    pub app: [bool; 5],
+    /// DNS first question's name (empty when none).
+    pub dns_qname_len: u32,
+    /// Longest label of that name.
+    pub dns_label_max: u32,
+    /// Character entropy of the name, bits (0–8).
+    pub dns_qname_entropy: f32,
+    /// The question type, 0 when none.
+    pub dns_qtype: u16,
+    /// The first response's rcode, if any.
+    pub dns_rcode: Option<u8>,
+    /// The ClientHello named a server.
+    pub tls_sni: bool,
+    /// The client offered TLS 1.3.
+    pub tls_13: bool,
+    /// First HTTP response status (0 when none).
+    pub http_status: u16,
+    /// Host context: initiator's flows, peers, ports; responder's flows, peers.
+    pub host: [f32; 5],
+}
+
+/// Character entropy of a byte string in bits (0 when empty).
+pub fn byte_entropy(b: &[u8]) -> f32 {
+    if b.is_empty() {
+        return 0.0;
+    }
+    let mut counts = [0u16; 256];
+    for &c in b {
+        counts[c as usize] = counts[c as usize].saturating_add(1);
+    }
+    let n = b.len() as f32;
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f32 / n;
+            -p * p.log2()
+        })
+        .sum()
+}
 
 /// The raw numbers of one flow that the features are computed from. The
 /// sensor fills it from its flow record; nothing here knows about packets.
@@ -118,8 +216,30 @@ fn ratio(a: f64, b: f64) -> f32 {
 
 /// Compute the (unstandardised) feature vector of a flow.
 pub fn extract(s: &FlowSummary, out: &mut [f32; F]) {
+    extract_with(s, &FlowContext::default(), out)
+}
+
+fn signed_log(x: i32) -> f32 {
+    let m = (x.unsigned_abs() as f32).ln_1p();
+    if x < 0 {
+        -m
+    } else {
+        m
+    }
+}
+
+fn unit(x: f32) -> f32 {
+    if x.is_finite() {
+        x.clamp(0.0, 1.0)
+    } else {
+        0.0
+    }
+}
+
+/// Compute the (unstandardised) feature vector of a flow with its context.
+pub fn extract_with(s: &FlowSummary, c: &FlowContext, out: &mut [f32; F]) {
     let packets = (s.fwd_packets + s.rev_packets) as f64;
-    *out = [
+    let base: [f32; 26] = [
         l(s.duration_s),
         l(s.fwd_packets as f64),
         l(s.rev_packets as f64),
@@ -153,6 +273,38 @@ pub fn extract(s: &FlowSummary, out: &mut [f32; F]) {
             _ => 0.0,
         },
     ];
+    out[..26].copy_from_slice(&base);
+    let mut i = 26;
+    let mut put = |v: f32| {
+        out[i] = if v.is_finite() { v } else { 0.0 };
+        i += 1;
+    };
+    for &b in &c.splt_bytes {
+        put(signed_log(b));
+    }
+    for &g in &c.splt_gap_ms[1..] {
+        put(l(g as f64));
+    }
+    for d in c.sketch {
+        put(unit(d[0] / 8.0));
+        put(unit(d[1]));
+    }
+    for a in c.app {
+        put(a as u8 as f32);
+    }
+    put(l(c.dns_qname_len as f64));
+    put(l(c.dns_label_max as f64));
+    put(unit(c.dns_qname_entropy / 8.0));
+    put((c.dns_qtype != 0 && !matches!(c.dns_qtype, 1 | 28 | 12 | 65 | 64 | 33 | 15 | 2 | 6)) as u8 as f32);
+    put(c.dns_rcode.is_some_and(|r| r != 0) as u8 as f32);
+    put(c.tls_sni as u8 as f32);
+    put(c.tls_13 as u8 as f32);
+    put((c.http_status / 100).min(9) as f32);
+    put((c.http_status >= 400) as u8 as f32);
+    for h in c.host {
+        put(l(h as f64));
+    }
+    debug_assert_eq!(i, F);
 }
 
 /// The CSV header line for `--features-out`.
@@ -183,6 +335,28 @@ mod tests {
         assert_eq!(v[2], 0.0, "no reverse packets");
         assert_eq!(v[16], 0.0, "no reverse bytes: fraction 0, not NaN");
         assert_eq!(v[25], 1.0);
+        assert!(v[26..].iter().all(|&x| x == 0.0), "no context: zeros");
+        let ctx = FlowContext {
+            splt_bytes: [60, -60, 52, 0, 0, 0, 0, 0],
+            splt_gap_ms: [0.0, 1.0, f32::NAN, 0.0, 0.0, 0.0, 0.0, 0.0],
+            sketch: [[9.0, 0.5], [-1.0, f32::INFINITY]],
+            app: [true, false, false, false, false],
+            dns_qtype: 16,
+            dns_rcode: Some(3),
+            http_status: 404,
+            host: [3.0, 1.0, 1000.0, 0.0, 0.0],
+            ..Default::default()
+        };
+        extract_with(&one, &ctx, &mut v);
+        assert!(v.iter().all(|x| x.is_finite()), "{v:?}");
+        assert!(v[26] > 4.0 && v[27] < -4.0 && v[29] == 0.0);
+        assert_eq!(v[41], 1.0, "entropy clamped to 1");
+        let at = |n: &str| FEATURES.iter().position(|f| f.name == n).unwrap();
+        assert_eq!(v[at("dns_qtype_rare")], 1.0);
+        assert_eq!(v[at("dns_error")], 1.0);
+        assert_eq!(v[at("http_status_class")], 4.0);
+        assert_eq!(v[at("app_tls")], 1.0);
+        assert!((byte_entropy(b"abab") - 1.0).abs() < 1e-6);
         // An all-zero summary, and one with hostile values.
         extract(&FlowSummary::default(), &mut v);
         assert!(v.iter().all(|x| x.is_finite()));

@@ -13,9 +13,9 @@ pub mod features;
 
 pub use card::ModelCard;
 pub use embedder::{quantize, quantize_inv, EmbedError, Embedder, EMBEDDING_DIM};
-pub use features::{extract, FlowSummary, F, FEATURES};
+pub use features::{extract, extract_with, FlowContext, FlowSummary, F, FEATURES};
 
 /// The bundled model, compiled into the binary.
-pub const BUNDLED_MODEL: &[u8] = include_bytes!("../model/wirefold-ae-v1.onnx");
+pub const BUNDLED_MODEL: &[u8] = include_bytes!("../model/wirefold-det-v2.onnx");
 /// The bundled model's card.
-pub const BUNDLED_CARD: &str = include_str!("../model/wirefold-ae-v1.card.json");
+pub const BUNDLED_CARD: &str = include_str!("../model/wirefold-det-v2.card.json");

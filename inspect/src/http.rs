@@ -123,7 +123,7 @@ fn version(v: &[u8]) -> Option<u8> {
 
 /// True when `buf` starts like an HTTP/1.x request (an upper-case token and a space).
 fn looks_like_request(buf: &[u8]) -> bool {
-    let n = buf.iter().take(16).take_while(|c| c.is_ascii_uppercase() || **c == b'-').count();
+    let n = buf.iter().take(16).take_while(|c| c.is_ascii_uppercase() || **c == b'-' || **c == b'_').count();
     n > 0 && (buf.get(n) == Some(&b' ') || n == buf.len())
 }
 

@@ -79,6 +79,7 @@ pub mod dns;
 pub mod http;
 pub mod quic;
 mod reassembly;
+pub mod session;
 pub mod sketch;
 pub mod ssh;
 pub mod tls;

@@ -11,7 +11,7 @@
 use ring::aead::{self, quic as hp, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::hkdf::{self, KeyType, Prk, Salt, HKDF_SHA256};
 
-use crate::reassembly::{OffsetAssembler, ReassemblyError};
+use crate::reassembly::{AsmState, OffsetAssembler, ReassemblyError};
 use crate::tls::{split_handshake, ClientHello, TlsError, CLIENT_HELLO};
 use crate::util::{reasons, Reader};
 
@@ -278,6 +278,14 @@ pub fn walk_frames(
     Ok(n)
 }
 
+/// The state of an [`InitialCrypto`] apart from its buffer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InitialCryptoState {
+    asm: AsmState,
+    packets: u32,
+    version: Option<Version>,
+}
+
 /// Collects the client's Initial CRYPTO stream of one connection into a
 /// caller buffer (its first `buf.len()` bytes), over any number of datagrams.
 #[derive(Debug)]
@@ -291,6 +299,21 @@ impl<'a> InitialCrypto<'a> {
     /// An empty collector over `buf`.
     pub fn new(buf: &'a mut [u8]) -> Self {
         InitialCrypto { asm: OffsetAssembler::new(buf), packets: 0, version: None }
+    }
+
+    /// A collector over `buf` (the same buffer as before) in a saved state.
+    pub fn resume(buf: &'a mut [u8], st: InitialCryptoState) -> Self {
+        InitialCrypto { asm: OffsetAssembler::resume(buf, st.asm), packets: st.packets, version: st.version }
+    }
+
+    /// The state to [`resume`](Self::resume) from later.
+    pub fn state(&self) -> InitialCryptoState {
+        InitialCryptoState { asm: self.asm.state(), packets: self.packets, version: self.version }
+    }
+
+    /// True when the buffer holds its first N bytes.
+    pub fn is_full(&self) -> bool {
+        self.asm.is_full()
     }
 
     /// Decrypts every client Initial packet at the start of `datagram`

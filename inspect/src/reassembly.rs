@@ -31,6 +31,15 @@ reasons! {
     }
 }
 
+/// What an [`OffsetAssembler`] knows besides its buffer's bytes: saved with
+/// [`OffsetAssembler::state`] and given back to [`OffsetAssembler::resume`],
+/// so a long-lived owner (a flow) keeps buffer and state apart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AsmState {
+    ranges: [(u16, u16); MAX_RANGES],
+    n: u8,
+}
+
 /// Places byte ranges by offset into a caller buffer of capacity N.
 #[derive(Debug)]
 pub struct OffsetAssembler<'a> {
@@ -44,6 +53,33 @@ impl<'a> OffsetAssembler<'a> {
     /// An empty assembler over `buf`; its length is the capacity N.
     pub fn new(buf: &'a mut [u8]) -> Self {
         OffsetAssembler { buf, ranges: [(0, 0); MAX_RANGES], n: 0 }
+    }
+
+    /// An assembler over `buf` (the same buffer as before) in a saved state.
+    /// The buffer must be at most 65,535 bytes (saved offsets are 16-bit).
+    pub fn resume(buf: &'a mut [u8], st: AsmState) -> Self {
+        let mut ranges = [(0, 0); MAX_RANGES];
+        let cap = buf.len();
+        let mut n = 0usize;
+        for (dst, &(s, e)) in ranges.iter_mut().zip(st.ranges.iter().take(usize::from(st.n))) {
+            // A state from another buffer could name ranges past this one; keep what fits.
+            let (s, e) = (usize::from(s).min(cap), usize::from(e).min(cap));
+            if s < e {
+                *dst = (s, e);
+                n += 1;
+            }
+        }
+        OffsetAssembler { buf, ranges, n }
+    }
+
+    /// The state to [`resume`](Self::resume) from later.
+    pub fn state(&self) -> AsmState {
+        let mut st = AsmState::default();
+        for (dst, &(s, e)) in st.ranges.iter_mut().zip(self.ranges.iter().take(self.n)) {
+            *dst = (s.min(usize::from(u16::MAX)) as u16, e.min(usize::from(u16::MAX)) as u16);
+        }
+        st.n = self.n as u8;
+        st
     }
 
     /// Forgets everything stored (the buffer is reused).
@@ -136,6 +172,13 @@ impl<'a> OffsetAssembler<'a> {
     }
 }
 
+/// The state of a [`TcpReassembler`] apart from its buffer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpReassemblyState {
+    asm: AsmState,
+    start: Option<u32>,
+}
+
 /// In-order reassembly of one TCP direction's first N bytes.
 ///
 /// The stream starts at the sequence number given to
@@ -152,6 +195,16 @@ impl<'a> TcpReassembler<'a> {
     /// A reassembler keeping the first `buf.len()` bytes in `buf`.
     pub fn new(buf: &'a mut [u8]) -> Self {
         TcpReassembler { asm: OffsetAssembler::new(buf), start: None }
+    }
+
+    /// A reassembler over `buf` (the same buffer as before) in a saved state.
+    pub fn resume(buf: &'a mut [u8], st: TcpReassemblyState) -> Self {
+        TcpReassembler { asm: OffsetAssembler::resume(buf, st.asm), start: st.start }
+    }
+
+    /// The state to [`resume`](Self::resume) from later.
+    pub fn state(&self) -> TcpReassemblyState {
+        TcpReassemblyState { asm: self.asm.state(), start: self.start }
     }
 
     /// Sets the sequence number of the first payload byte (SYN seq + 1).
@@ -222,6 +275,25 @@ mod tests {
         assert_eq!(r.data(), b"abcdefgh");
         assert!(r.is_full());
         assert_eq!(r.push(100, b"z"), Err(ReassemblyError::Overflow));
+    }
+
+    #[test]
+    fn state_survives_a_resume() {
+        let mut buf = [0u8; 16];
+        let st = {
+            let mut r = TcpReassembler::new(&mut buf);
+            assert_eq!(r.push(100, b"abcd"), Ok(4));
+            assert_eq!(r.push(108, b"ij"), Err(ReassemblyError::Gap));
+            r.state()
+        };
+        let mut r = TcpReassembler::resume(&mut buf, st);
+        assert_eq!(r.start(), Some(100));
+        assert_eq!(r.push(104, b"efgh"), Ok(10));
+        assert_eq!(r.data(), b"abcdefghij");
+        // A state naming ranges past a smaller buffer is cut to it.
+        let mut small = [0u8; 4];
+        let r = TcpReassembler::resume(&mut small, st);
+        assert_eq!(r.contiguous(), 4);
     }
 
     #[test]

@@ -15,7 +15,9 @@ use sha2::{Digest, Sha256};
 
 use crate::util::{reasons, u16s, BoundedStr, Full, Reader};
 
-pub use crate::reassembly::{OffsetAssembler, ReassemblyError, TcpReassembler, MAX_HOLES};
+pub use crate::reassembly::{
+    AsmState, OffsetAssembler, ReassemblyError, TcpReassembler, TcpReassemblyState, MAX_HOLES,
+};
 
 /// Suggested reassembly size for a ClientHello (a post-quantum hello is ~1.8 KB).
 pub const DEFAULT_STREAM_BYTES: usize = 8192;

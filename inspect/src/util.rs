@@ -20,6 +20,12 @@ macro_rules! reasons {
         impl $name {
             /// Every variant, in declaration order (for pre-registering metric labels).
             pub const ALL: &'static [$name] = &[$($name::$var),+];
+            /// Number of variants.
+            pub const COUNT: usize = [$($label),+].len();
+            /// The variant's position in [`Self::ALL`] (a counter index).
+            pub fn index(self) -> usize {
+                self as usize
+            }
             /// The reason as a stable `snake_case` label for metrics.
             pub fn name(self) -> &'static str {
                 match self { $($name::$var => $label,)+ }

@@ -1013,6 +1013,195 @@ impl<'a> Flow6 {
 
 }
 
+pub enum FlowInfoOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// What inspection learned of one flow (schema version 3). Only flows with
+/// something to say have one; absent strings cost nothing.
+pub struct FlowInfo<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for FlowInfo<'a> {
+  type Inner = FlowInfo<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> FlowInfo<'a> {
+  pub const VT_INDEX: ::flatbuffers::VOffsetT = 4;
+  pub const VT_APP: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SERVER_NAME: ::flatbuffers::VOffsetT = 8;
+  pub const VT_JA4: ::flatbuffers::VOffsetT = 10;
+  pub const VT_DNS_QNAME: ::flatbuffers::VOffsetT = 12;
+  pub const VT_HTTP_HOST: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    FlowInfo { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args FlowInfoArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<FlowInfo<'bldr>> {
+    let mut builder = FlowInfoBuilder::new(_fbb);
+    if let Some(x) = args.http_host { builder.add_http_host(x); }
+    if let Some(x) = args.dns_qname { builder.add_dns_qname(x); }
+    if let Some(x) = args.ja4 { builder.add_ja4(x); }
+    if let Some(x) = args.server_name { builder.add_server_name(x); }
+    builder.add_index(args.index);
+    builder.add_app(args.app);
+    builder.finish()
+  }
+
+
+  /// The flow's position: its index in flows4, or len(flows4) + its index in flows6.
+  #[inline]
+  pub fn index(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(FlowInfo::VT_INDEX, Some(0)).unwrap()}
+  }
+  /// App label: 0 unknown, 1 tls, 2 quic, 3 dns, 4 http, 5 ssh.
+  #[inline]
+  pub fn app(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(FlowInfo::VT_APP, Some(0)).unwrap()}
+  }
+  /// TLS/QUIC server name.
+  #[inline]
+  pub fn server_name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(FlowInfo::VT_SERVER_NAME, None)}
+  }
+  /// JA4 client fingerprint.
+  #[inline]
+  pub fn ja4(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(FlowInfo::VT_JA4, None)}
+  }
+  /// First DNS question's name.
+  #[inline]
+  pub fn dns_qname(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(FlowInfo::VT_DNS_QNAME, None)}
+  }
+  /// HTTP Host header.
+  #[inline]
+  pub fn http_host(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(FlowInfo::VT_HTTP_HOST, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for FlowInfo<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("index", Self::VT_INDEX, false)?
+     .visit_field::<u8>("app", Self::VT_APP, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("server_name", Self::VT_SERVER_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("ja4", Self::VT_JA4, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("dns_qname", Self::VT_DNS_QNAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("http_host", Self::VT_HTTP_HOST, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct FlowInfoArgs<'a> {
+    pub index: u32,
+    pub app: u8,
+    pub server_name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub ja4: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub dns_qname: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub http_host: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for FlowInfoArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    FlowInfoArgs {
+      index: 0,
+      app: 0,
+      server_name: None,
+      ja4: None,
+      dns_qname: None,
+      http_host: None,
+    }
+  }
+}
+
+pub struct FlowInfoBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> FlowInfoBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_index(&mut self, index: u32) {
+    self.fbb_.push_slot::<u32>(FlowInfo::VT_INDEX, index, 0);
+  }
+  #[inline]
+  pub fn add_app(&mut self, app: u8) {
+    self.fbb_.push_slot::<u8>(FlowInfo::VT_APP, app, 0);
+  }
+  #[inline]
+  pub fn add_server_name(&mut self, server_name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(FlowInfo::VT_SERVER_NAME, server_name);
+  }
+  #[inline]
+  pub fn add_ja4(&mut self, ja4: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(FlowInfo::VT_JA4, ja4);
+  }
+  #[inline]
+  pub fn add_dns_qname(&mut self, dns_qname: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(FlowInfo::VT_DNS_QNAME, dns_qname);
+  }
+  #[inline]
+  pub fn add_http_host(&mut self, http_host: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(FlowInfo::VT_HTTP_HOST, http_host);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> FlowInfoBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    FlowInfoBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<FlowInfo<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for FlowInfo<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("FlowInfo");
+      ds.field("index", &self.index());
+      ds.field("app", &self.app());
+      ds.field("server_name", &self.server_name());
+      ds.field("ja4", &self.ja4());
+      ds.field("dns_qname", &self.dns_qname());
+      ds.field("http_host", &self.http_host());
+      ds.finish()
+  }
+}
 pub enum FlowBatchOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -1038,6 +1227,7 @@ impl<'a> FlowBatch<'a> {
   pub const VT_BASE_NS: ::flatbuffers::VOffsetT = 16;
   pub const VT_FLOWS4: ::flatbuffers::VOffsetT = 18;
   pub const VT_FLOWS6: ::flatbuffers::VOffsetT = 20;
+  pub const VT_INFO: ::flatbuffers::VOffsetT = 22;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1052,6 +1242,7 @@ impl<'a> FlowBatch<'a> {
     builder.add_base_ns(args.base_ns);
     builder.add_created_ns(args.created_ns);
     builder.add_seq(args.seq);
+    if let Some(x) = args.info { builder.add_info(x); }
     if let Some(x) = args.flows6 { builder.add_flows6(x); }
     if let Some(x) = args.flows4 { builder.add_flows4(x); }
     builder.add_scale(args.scale);
@@ -1132,6 +1323,14 @@ impl<'a> FlowBatch<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, Flow6>>>(FlowBatch::VT_FLOWS6, None)}
   }
+  /// Inspection facts of some flows (version 3), ordered by index.
+  #[inline]
+  pub fn info(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FlowInfo<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FlowInfo>>>>(FlowBatch::VT_INFO, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for FlowBatch<'_> {
@@ -1149,6 +1348,7 @@ impl ::flatbuffers::Verifiable for FlowBatch<'_> {
      .visit_field::<u64>("base_ns", Self::VT_BASE_NS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, Flow4>>>("flows4", Self::VT_FLOWS4, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, Flow6>>>("flows6", Self::VT_FLOWS6, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<FlowInfo>>>>("info", Self::VT_INFO, false)?
      .finish();
     Ok(())
   }
@@ -1163,6 +1363,7 @@ pub struct FlowBatchArgs<'a> {
     pub base_ns: u64,
     pub flows4: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, Flow4>>>,
     pub flows6: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, Flow6>>>,
+    pub info: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FlowInfo<'a>>>>>,
 }
 impl<'a> Default for FlowBatchArgs<'a> {
   #[inline]
@@ -1177,6 +1378,7 @@ impl<'a> Default for FlowBatchArgs<'a> {
       base_ns: 0,
       flows4: None,
       flows6: None,
+      info: None,
     }
   }
 }
@@ -1223,6 +1425,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> FlowBatchBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(FlowBatch::VT_FLOWS6, flows6);
   }
   #[inline]
+  pub fn add_info(&mut self, info: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<FlowInfo<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(FlowBatch::VT_INFO, info);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> FlowBatchBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     FlowBatchBuilder {
@@ -1250,6 +1456,7 @@ impl ::core::fmt::Debug for FlowBatch<'_> {
       ds.field("base_ns", &self.base_ns());
       ds.field("flows4", &self.flows4());
       ds.field("flows6", &self.flows6());
+      ds.field("info", &self.info());
       ds.finish()
   }
 }

@@ -34,9 +34,9 @@ use half::f16;
 /// Version this crate writes: a FlowBatch inside a checksummed envelope
 /// (see [`ENVELOPE_MAGIC`]). Version 1 (a bare FlowBatch, no checksum) is
 /// still read.
-pub const SCHEMA_VERSION: u16 = 2;
-/// Versions this crate reads.
-pub const SCHEMA_VERSIONS_READ: [u16; 2] = [1, 2];
+pub const SCHEMA_VERSION: u16 = 3;
+/// Versions this crate reads (3 adds the optional `info` vector to version 2).
+pub const SCHEMA_VERSIONS_READ: [u16; 3] = [1, 2, 3];
 /// First four bytes of a version-2 batch. The envelope is 16 bytes: this
 /// magic, the FlowBatch's length (u32 LE), its CRC-32C (u32 LE), four zero
 /// bytes; then the FlowBatch (8-byte aligned within the envelope).
@@ -103,6 +103,41 @@ pub struct FlowRec {
     pub embedding: [i8; EMBEDDING_DIM],
 }
 
+/// What inspection learned of one flow, carried beside the fixed-size flows.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FlowInfoRec {
+    /// Position of the flow in the `flows` slice given to the builder (in
+    /// [`read_batch`]'s order when read back).
+    pub index: u32,
+    /// App label (see [`APPS`]).
+    pub app: u8,
+    /// TLS/QUIC server name ("" when none).
+    pub server_name: String,
+    /// JA4 ("" when none).
+    pub ja4: String,
+    /// DNS query name ("" when none).
+    pub dns_qname: String,
+    /// HTTP Host ("" when none).
+    pub http_host: String,
+}
+
+/// App labels by wire value.
+pub const APPS: [&str; 6] = ["unknown", "tls", "quic", "dns", "http", "ssh"];
+
+/// Longest string an info field may carry (bytes).
+pub const MAX_INFO_STR: usize = 255;
+
+impl FlowInfoRec {
+    /// Whether it says anything (else it is not sent).
+    pub fn is_empty(&self) -> bool {
+        self.app == 0
+            && self.server_name.is_empty()
+            && self.ja4.is_empty()
+            && self.dns_qname.is_empty()
+            && self.http_host.is_empty()
+    }
+}
+
 /// Batch-level fields.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct BatchMeta {
@@ -127,7 +162,7 @@ pub enum SchemaError {
     #[error("FlowBatch failed verification: {0}")]
     Invalid(String),
     /// It was written with another schema version.
-    #[error("FlowBatch schema version {got} is not supported here (this build reads versions 1 and {want})")]
+    #[error("FlowBatch schema version {got} is not supported here (this build reads versions 1 to {want})")]
     Version {
         /// Version in the batch.
         got: u16,
@@ -188,6 +223,7 @@ pub struct BatchBuilder {
     out: Vec<u8>,
     v4: Vec<fb::Flow4>,
     v6: Vec<fb::Flow6>,
+    pos: Vec<u32>,
 }
 
 impl std::fmt::Debug for BatchBuilder {
@@ -205,13 +241,25 @@ impl Default for BatchBuilder {
 impl BatchBuilder {
     /// An empty builder.
     pub fn new() -> Self {
-        Self { fbb: FlatBufferBuilder::with_capacity(1 << 16), out: Vec::new(), v4: Vec::new(), v6: Vec::new() }
+        Self {
+            fbb: FlatBufferBuilder::with_capacity(1 << 16),
+            out: Vec::new(),
+            v4: Vec::new(),
+            v6: Vec::new(),
+            pos: Vec::new(),
+        }
     }
 
     /// Build one batch (version 2: the checksummed envelope around the
     /// FlowBatch); the returned bytes live until the next call.
     pub fn build(&mut self, meta: &BatchMeta, flows: &[FlowRec]) -> &[u8] {
-        self.build_flatbuffer(meta, flows, SCHEMA_VERSION);
+        self.build_with_info(meta, flows, &[])
+    }
+
+    /// Build one batch with inspection facts for some of its flows (each
+    /// `info.index` a position in `flows`; empty records are left out).
+    pub fn build_with_info(&mut self, meta: &BatchMeta, flows: &[FlowRec], info: &[FlowInfoRec]) -> &[u8] {
+        self.build_flatbuffer(meta, flows, info, SCHEMA_VERSION);
         let fb = self.fbb.finished_data();
         self.out.clear();
         self.out.extend_from_slice(&ENVELOPE_MAGIC);
@@ -225,15 +273,57 @@ impl BatchBuilder {
     /// Build one batch as version 1 wrote it (a bare FlowBatch, no
     /// checksum): what older sensors send, for tests of the reader.
     pub fn build_v1(&mut self, meta: &BatchMeta, flows: &[FlowRec]) -> &[u8] {
-        self.build_flatbuffer(meta, flows, 1);
+        self.build_flatbuffer(meta, flows, &[], 1);
         self.fbb.finished_data()
     }
 
-    fn build_flatbuffer(&mut self, meta: &BatchMeta, flows: &[FlowRec], version: u16) {
+    fn build_flatbuffer(&mut self, meta: &BatchMeta, flows: &[FlowRec], info: &[FlowInfoRec], version: u16) {
         let base = flows.iter().map(|f| f.first_ns).min().unwrap_or(0);
         self.fbb.reset();
         self.v4.clear();
         self.v6.clear();
+        // Where each input flow lands: flows4 first, then flows6.
+        let n4 = flows.iter().filter(|r| r.ip_version == 4).count() as u32;
+        self.pos.clear();
+        let (mut i4, mut i6) = (0u32, 0u32);
+        for r in flows {
+            if r.ip_version == 4 {
+                self.pos.push(i4);
+                i4 += 1;
+            } else {
+                self.pos.push(n4 + i6);
+                i6 += 1;
+            }
+        }
+        let mut infos = Vec::new();
+        let mut sorted: Vec<&FlowInfoRec> =
+            info.iter().filter(|x| !x.is_empty() && (x.index as usize) < flows.len()).collect();
+        sorted.sort_by_key(|x| self.pos[x.index as usize]);
+        for x in sorted {
+            let mut s = |v: &str| {
+                (!v.is_empty()).then(|| {
+                    let mut end = v.len().min(MAX_INFO_STR);
+                    while !v.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    self.fbb.create_string(&v[..end])
+                })
+            };
+            let (server_name, ja4, dns_qname, http_host) =
+                (s(&x.server_name), s(&x.ja4), s(&x.dns_qname), s(&x.http_host));
+            infos.push(fb::FlowInfo::create(
+                &mut self.fbb,
+                &fb::FlowInfoArgs {
+                    index: self.pos[x.index as usize],
+                    app: x.app,
+                    server_name,
+                    ja4,
+                    dns_qname,
+                    http_host,
+                },
+            ));
+        }
+        let info = (!infos.is_empty()).then(|| self.fbb.create_vector(&infos));
         for r in flows {
             let c = common(r, base);
             if r.ip_version == 4 {
@@ -262,6 +352,7 @@ impl BatchBuilder {
                 base_ns: base,
                 flows4: Some(flows4),
                 flows6: Some(flows6),
+                info,
             },
         );
         fb::finish_flow_batch_buffer(&mut self.fbb, b);
@@ -322,15 +413,16 @@ pub fn verify(buf: &[u8]) -> Result<fb::FlowBatch<'_>, SchemaError> {
     }
     let b = flatbuffers::root_with_opts::<fb::FlowBatch>(&verifier_opts(), buf)
         .map_err(|e| SchemaError::Invalid(e.to_string()))?;
-    let want = if enveloped { SCHEMA_VERSION } else { 1 };
-    if b.schema_version() != want {
+    // Versions 2 and 3 share the envelope (3 adds the optional info vector).
+    let fits = if enveloped { matches!(b.schema_version(), 2 | 3) } else { b.schema_version() == 1 };
+    if !fits {
         if !SCHEMA_VERSIONS_READ.contains(&b.schema_version()) {
             return Err(SchemaError::Version { got: b.schema_version(), want: SCHEMA_VERSION });
         }
         return Err(SchemaError::Corrupt(format!(
             "schema version {} inside {}",
             b.schema_version(),
-            if enveloped { "a version-2 envelope" } else { "a bare (version-1) FlowBatch" }
+            if enveloped { "a checksummed (version 2/3) envelope" } else { "a bare (version-1) FlowBatch" }
         )));
     }
     let scale = b.scale();
@@ -407,6 +499,43 @@ pub fn read_batch(buf: &[u8]) -> Result<(BatchMeta, Vec<FlowRec>), SchemaError> 
         created_ns: b.created_ns(),
     };
     Ok((meta, flows))
+}
+
+/// The inspection facts of a batch ([`FlowInfoRec::index`] in
+/// [`read_batch`]'s order); empty for versions 1 and 2. An index past the
+/// flows or an app label past [`APPS`] is an error.
+pub fn read_info(buf: &[u8]) -> Result<Vec<FlowInfoRec>, SchemaError> {
+    let b = verify(buf)?;
+    let n = b.flows4().map_or(0, |v| v.len()) + b.flows6().map_or(0, |v| v.len());
+    let mut out = Vec::new();
+    for x in b.info().iter().flatten() {
+        if x.index() as usize >= n {
+            return Err(SchemaError::Invalid(format!("info names flow {} of a batch of {n}", x.index())));
+        }
+        if x.app() as usize >= APPS.len() {
+            return Err(SchemaError::Invalid(format!("flow {}: app label {} is not one of 0..=5", x.index(), x.app())));
+        }
+        let s = |v: Option<&str>| -> Result<String, SchemaError> {
+            let v = v.unwrap_or("");
+            if v.len() > MAX_INFO_STR {
+                return Err(SchemaError::Invalid(format!(
+                    "flow {}: a {}-byte info string (at most {MAX_INFO_STR})",
+                    x.index(),
+                    v.len()
+                )));
+            }
+            Ok(v.to_string())
+        };
+        out.push(FlowInfoRec {
+            index: x.index(),
+            app: x.app(),
+            server_name: s(x.server_name())?,
+            ja4: s(x.ja4())?,
+            dns_qname: s(x.dns_qname())?,
+            http_host: s(x.http_host())?,
+        });
+    }
+    Ok(out)
 }
 
 /// Write one buffer with its u32 little-endian length prefix.

@@ -84,7 +84,7 @@ fn version_1_batches_are_still_read() {
     assert_eq!(v2.len(), v1.len() + ENVELOPE_LEN);
     let (m1, f1) = read_batch(&v1).unwrap();
     let (m2, f2) = read_batch(&v2).unwrap();
-    assert_eq!((m1.schema_version, m2.schema_version), (1, 2));
+    assert_eq!((m1.schema_version, m2.schema_version), (1, SCHEMA_VERSION));
     assert_eq!(f1, f2);
     // A version-2 FlowBatch without its envelope is refused: it lost its checksum.
     assert!(matches!(read_batch(&v2[ENVELOPE_LEN..]), Err(SchemaError::Corrupt(_))));
@@ -200,4 +200,39 @@ fn generated_code_matches_flatc() {
     let fresh = std::fs::read_to_string(dir.join("flow_generated.rs")).unwrap();
     let committed = include_str!("flow_generated.rs");
     assert!(fresh == committed, "src/flow_generated.rs is stale: regenerate with `flatc --rust -o src/ flow.fbs`");
+}
+
+#[test]
+fn info_follows_its_flow_and_absent_info_costs_nothing() {
+    let flows = sample(50);
+    let mut b = BatchBuilder::new();
+    let plain = b.build(&meta(), &flows).len();
+    let info: Vec<FlowInfoRec> = (0..50u32)
+        .step_by(7)
+        .map(|i| FlowInfoRec {
+            index: i,
+            app: 1,
+            server_name: format!("host{i}.example"),
+            ja4: "t13d1516h2_8daaf6152771_e5627efa2ab1".into(),
+            ..Default::default()
+        })
+        .chain(std::iter::once(FlowInfoRec { index: 3, ..Default::default() }))
+        .collect();
+    let empty_only = b.build_with_info(&meta(), &flows, &[FlowInfoRec { index: 1, ..Default::default() }]).len();
+    assert_eq!(empty_only, plain, "an empty info record is not sent");
+    let buf = b.build_with_info(&meta(), &flows, &info).to_vec();
+    assert!(buf.len() > plain);
+    let (_, got) = read_batch(&buf).unwrap();
+    let back = read_info(&buf).unwrap();
+    assert_eq!(back.len(), 8);
+    // Each info record names the same flow after the v4/v6 reordering.
+    for x in &back {
+        let g = &got[x.index as usize];
+        let i: u32 = x.server_name.trim_start_matches("host").trim_end_matches(".example").parse().unwrap();
+        let w = &flows[i as usize];
+        assert_eq!((g.src, g.src_port, g.first_ns), (w.src, w.src_port, w.first_ns));
+        assert_eq!(APPS[x.app as usize], "tls");
+    }
+    assert!(back.windows(2).all(|w| w[0].index < w[1].index), "ordered by index");
+    assert!(read_info(b.build(&meta(), &flows)).unwrap().is_empty());
 }

@@ -2,7 +2,8 @@
 //! and as the wire format's [`FlowRec`].
 use crate::flow::{EndReason, FinishedFlow};
 use crate::wire::TunnelKind;
-use wirefold_embeddings::features::{extract, FlowSummary, F};
+use wirefold_embeddings::features::{byte_entropy, extract_with, FlowContext, FlowSummary, F, SPLT};
+use wirefold_inspect::app::App;
 use wirefold_schema::FlowRec;
 
 /// The numbers the feature vector is computed from.
@@ -34,10 +35,42 @@ pub fn summary(ff: &FinishedFlow) -> FlowSummary {
     }
 }
 
+/// What the first packets, inspection and host context say of a flow.
+pub fn context(ff: &FinishedFlow) -> FlowContext {
+    let f = &ff.flow;
+    let mut c = FlowContext::default();
+    for i in 0..(f.splt_n as usize).min(SPLT) {
+        c.splt_bytes[i] = f.splt_bytes[i] as i32;
+        c.splt_gap_ms[i] = f.splt_gap_ms(i);
+    }
+    let h = &f.host;
+    c.host = [h.src_flows as f32, h.src_peers as f32, h.src_ports as f32, h.dst_flows as f32, h.dst_peers as f32];
+    if let Some(m) = ff.meta.as_deref() {
+        c.sketch = [[m.sketch[0].entropy, m.sketch[0].printable], [m.sketch[1].entropy, m.sketch[1].printable]];
+        c.app = [App::Tls, App::Quic, App::Dns, App::Http, App::Ssh].map(|a| m.app.0 == a);
+        if let Some(d) = &m.dns {
+            let name = d.qname.as_bytes();
+            c.dns_qname_len = name.len() as u32;
+            c.dns_label_max = name.split(|&b| b == b'.').map(|l| l.len()).max().unwrap_or(0) as u32;
+            c.dns_qname_entropy = byte_entropy(name);
+            c.dns_qtype = d.qtype;
+            c.dns_rcode = d.rcode;
+        }
+        if let Some(t) = &m.tls {
+            c.tls_sni = !t.sni.is_empty();
+            c.tls_13 = t.max_version >= 0x0304;
+        }
+        if let Some(h) = &m.http {
+            c.http_status = h.status.unwrap_or(0);
+        }
+    }
+    c
+}
+
 /// The feature row of a flow.
 pub fn features(ff: &FinishedFlow) -> [f32; F] {
     let mut row = [0f32; F];
-    extract(&summary(ff), &mut row);
+    extract_with(&summary(ff), &context(ff), &mut row);
     row
 }
 
@@ -77,6 +110,22 @@ pub fn flow_rec(ff: &FinishedFlow, embedding: [i8; 32], score: f32) -> FlowRec {
         score,
         embedding,
     }
+}
+
+/// The wire-format inspection facts of a flow at `index` in its batch
+/// (`None` when inspection learned nothing).
+pub fn flow_info(ff: &FinishedFlow, index: u32) -> Option<wirefold_schema::FlowInfoRec> {
+    let m = ff.meta.as_deref()?;
+    let app = wirefold_schema::APPS.iter().position(|a| *a == m.app.0.name()).unwrap_or(0) as u8;
+    let i = wirefold_schema::FlowInfoRec {
+        index,
+        app,
+        server_name: m.tls.map(|t| t.sni.as_str().to_string()).unwrap_or_default(),
+        ja4: m.tls.map(|t| t.ja4.as_str().to_string()).unwrap_or_default(),
+        dns_qname: m.dns.map(|d| d.qname.as_str().to_string()).unwrap_or_default(),
+        http_host: m.http.map(|h| h.host.as_str().to_string()).unwrap_or_default(),
+    };
+    (!i.is_empty()).then_some(i)
 }
 
 /// The end reason's wire value, for readers.

@@ -35,10 +35,11 @@ pub const HEADER_LEN: usize = 16;
 pub const SET_HEADER_LEN: usize = 4;
 /// Set id of a Template Set.
 pub const TEMPLATE_SET_ID: u16 = 2;
-/// Template id of IPv4 flows.
-pub const TEMPLATE_V4: u16 = 256;
-/// Template id of IPv6 flows.
-pub const TEMPLATE_V6: u16 = 257;
+/// Template id of IPv4 flows (258: the layout with the inspection fields;
+/// 256 was the layout without them, so a collector never mixes the two).
+pub const TEMPLATE_V4: u16 = 258;
+/// Template id of IPv6 flows (259; 257 before the inspection fields).
+pub const TEMPLATE_V6: u16 = 259;
 /// RFC 5103 reverse information element PEN.
 pub const REVERSE_PEN: u32 = 29305;
 /// Default private enterprise number (RFC 5612's documentation PEN).
@@ -86,6 +87,8 @@ pub mod ie {
     pub const FLOW_END_MILLISECONDS: u16 = 153;
     /// dot1qCustomerVlanId.
     pub const DOT1Q_CUSTOMER_VLAN_ID: u16 = 245;
+    /// applicationName (string): the flow's `app` label.
+    pub const APPLICATION_NAME: u16 = 96;
 }
 
 /// Wirefold's enterprise-specific element ids (under the configured PEN).
@@ -96,6 +99,12 @@ pub mod wf {
     pub const SCORE: u16 = 2;
     /// `wirefoldCommunityId`: string, variable length, Community ID v1 (seed 0).
     pub const COMMUNITY_ID: u16 = 3;
+    /// `wirefoldServerName`: string, variable length, the TLS/QUIC server name (empty when none).
+    pub const SERVER_NAME: u16 = 4;
+    /// `wirefoldJa4`: string, variable length, the JA4 client fingerprint (empty when none).
+    pub const JA4: u16 = 5;
+    /// `wirefoldDnsQueryName`: string, variable length, the first DNS question's name (empty when none).
+    pub const DNS_QNAME: u16 = 6;
 }
 
 /// One field specifier of a template.
@@ -126,23 +135,6 @@ pub fn end_reason_code(r: EndReason) -> u8 {
         EndReason::Eof | EndReason::Shutdown => 4,
         EndReason::Evicted => 5,
     }
-}
-
-/// Metadata of a flow that later inspection stages will provide (application,
-/// TLS server name, JA4, DNS query name). Not in flow records yet, so not
-/// exported yet: the elements they will use are listed in `docs/ipfix.md`
-/// ("Reserved for flow metadata"). [`IpfixSink::push`] takes an
-/// `Option<&FlowMeta>` so that the producer side can be wired first.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FlowMeta<'a> {
-    /// Application name (will be applicationName, IE 96).
-    pub app: Option<&'a str>,
-    /// TLS/QUIC server name (will be enterprise string id 4).
-    pub server_name: Option<&'a str>,
-    /// JA4 fingerprint (will be enterprise string id 5).
-    pub ja4: Option<&'a str>,
-    /// DNS query name (will be enterprise string id 6).
-    pub dns_qname: Option<&'a str>,
 }
 
 /// One flow as the encoder sees it: initiator is the source.
@@ -190,6 +182,14 @@ pub struct IpfixFlow {
     pub score: f32,
     /// Community ID with the flow table's seed (empty if it could not be computed).
     pub community_id: CommunityIdStr,
+    /// The `app` label (applicationName).
+    pub app: &'static str,
+    /// TLS/QUIC server name (empty when none).
+    pub server_name: wirefold_inspect::dns::DnsName,
+    /// JA4 (empty when none).
+    pub ja4: wirefold_inspect::tls::Ja4,
+    /// DNS query name (empty when none).
+    pub dns_qname: wirefold_inspect::dns::DnsName,
 }
 
 impl IpfixFlow {
@@ -231,6 +231,10 @@ impl IpfixFlow {
             embedding,
             score,
             community_id: community_id(ff.community_id_seed, &tuple).unwrap_or_else(|_| CommunityIdStr::new()),
+            app: ff.meta.as_deref().map_or("unknown", |m| m.app.0.name()),
+            server_name: ff.meta.as_deref().and_then(|m| m.tls).map(|t| t.sni).unwrap_or_default(),
+            ja4: ff.meta.as_deref().and_then(|m| m.tls).map(|t| t.ja4).unwrap_or_default(),
+            dns_qname: ff.meta.as_deref().and_then(|m| m.dns).map(|d| d.qname).unwrap_or_default(),
         }
     }
 }
@@ -289,6 +293,10 @@ impl Encoder {
             v.push(Field { id: wf::SCORE, len: 4, pen: self.pen });
         }
         v.push(Field { id: wf::COMMUNITY_ID, len: VARIABLE, pen: self.pen });
+        v.push(iana(ie::APPLICATION_NAME, VARIABLE));
+        v.push(Field { id: wf::SERVER_NAME, len: VARIABLE, pen: self.pen });
+        v.push(Field { id: wf::JA4, len: VARIABLE, pen: self.pen });
+        v.push(Field { id: wf::DNS_QNAME, len: VARIABLE, pen: self.pen });
         v
     }
 
@@ -346,6 +354,10 @@ impl Encoder {
             out.extend_from_slice(&f.score.to_be_bytes());
         }
         put_varlen(out, f.community_id.as_bytes());
+        put_varlen(out, f.app.as_bytes());
+        put_varlen(out, f.server_name.as_bytes());
+        put_varlen(out, f.ja4.as_bytes());
+        put_varlen(out, f.dns_qname.as_bytes());
         if f.v6 {
             TEMPLATE_V6
         } else {
@@ -676,10 +688,8 @@ impl IpfixSink {
         self.collectors.iter().map(|c| c.counters.clone()).collect()
     }
 
-    /// Export one flow. `meta` is the hook for flow metadata (not encoded yet,
-    /// see [`FlowMeta`]).
-    pub fn push(&mut self, f: &FinishedFlow, embedding: [i8; 32], score: f32, meta: Option<&FlowMeta<'_>>) {
-        let _ = meta;
+    /// Export one flow (with its inspection fields, when it has them).
+    pub fn push(&mut self, f: &FinishedFlow, embedding: [i8; 32], score: f32) {
         let flow = IpfixFlow::new(f, embedding, score);
         self.rec.clear();
         let tid = self.enc.record(&flow, &mut self.rec);

@@ -315,7 +315,8 @@ fn flow_worker(
         let mut n = 0;
         while let Some(b) = ring.next_full() {
             for m in b.items() {
-                table.add(m);
+                // The ring carries packet records, not payload: pipeline mode does not inspect payload.
+                table.add(m, &[]);
             }
             n += b.len();
             ring.recycle(b);
@@ -344,16 +345,16 @@ fn flow_worker(
             idle_spins = 0;
         }
         for f in table.drain_finished() {
-            let _ = sink.push(&f);
+            let _ = sink.push(f);
         }
-        c.publish_flows(&table.stats, table.len());
+        c.publish_table(&table, table.len());
     }
     table.flush(EndReason::Shutdown);
     for f in table.drain_finished() {
-        let _ = sink.push(&f);
+        let _ = sink.push(f);
     }
     let _ = sink.flush();
-    c.publish_flows(&table.stats, 0);
+    c.publish_table(&table, 0);
     (DecodeStats::default(), table.stats.clone(), KernelStats::default())
 }
 
@@ -361,11 +362,11 @@ fn flow_worker(
 fn shut_down(table: &mut FlowTable, sink: &mut FlowSink, c: &ThreadCounters, d: &DecodeStats) {
     table.flush(EndReason::Shutdown);
     for f in table.drain_finished() {
-        let _ = sink.push(&f);
+        let _ = sink.push(f);
     }
     let _ = sink.flush();
     publish_decode(c, d);
-    c.publish_flows(&table.stats, 0);
+    c.publish_table(table, 0);
 }
 
 fn run_to_completion(
@@ -379,9 +380,9 @@ fn run_to_completion(
     let mut table = FlowTable::new(cfg);
     let mut src = KernelCounted { sock: &mut sock, c, last: wall_ns() };
     {
-        let mut ts = TableSink::new(&mut table, |f: &FinishedFlow| sink.push(f));
+        let mut ts = TableSink::new(&mut table, |f: FinishedFlow| sink.push(f));
         let _ = crate::rx::run(&mut src, &mut dec, &mut ts, afpacket_control(stop), &mut |d, s| {
-            c.publish_flows(&s.table.stats, s.table.len());
+            c.publish_table(s.table, s.table.len());
             publish_decode(c, d);
         });
     }
@@ -415,9 +416,9 @@ pub fn run_source_to_completion(
         ..LoopControl::default()
     };
     {
-        let mut ts = TableSink::new(&mut table, |f: &FinishedFlow| sink.push(f));
+        let mut ts = TableSink::new(&mut table, |f: FinishedFlow| sink.push(f));
         let _ = crate::rx::run(src, &mut dec, &mut ts, ctl, &mut |d, s| {
-            c.publish_flows(&s.table.stats, s.table.len());
+            c.publish_table(s.table, s.table.len());
             publish_decode(c, d);
             on_tick();
         });

@@ -273,6 +273,15 @@ struct FlowArgs {
     /// Seed of the Community ID on every flow record (as Zeek's and Suricata's `community_id` seed).
     #[arg(long, value_name = "N", default_value_t = 0)]
     community_id_seed: u16,
+    /// Do not inspect payload (no TLS/QUIC/DNS/HTTP/SSH fields, app is "unknown"; the model's inspection features are 0).
+    #[arg(long)]
+    no_inspect: bool,
+    /// Payload-carrying packets inspected per direction of each flow.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=255))]
+    inspect_packets: u8,
+    /// Flows inspected at once (each slot ~11 KiB); a flow that finds none free is counted and not inspected.
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    inspect_pool: u64,
 }
 
 impl FlowArgs {
@@ -282,6 +291,10 @@ impl FlowArgs {
             active_timeout_ns: self.active_timeout.0,
             max_flows: self.max_flows as usize,
             community_id_seed: self.community_id_seed,
+            inspect: (!self.no_inspect).then_some(wirefold_inspect::session::InspectConfig {
+                packets: self.inspect_packets,
+                pool: self.inspect_pool as usize,
+            }),
             ..FlowConfig::default()
         }
     }
@@ -675,6 +688,24 @@ fn report(o: &OutputArgs, export: &ExportReport, summary: &mut Summary) -> anyho
             );
         }
     }
+    if o.top > 0 && !export.top_scored.is_empty() {
+        eprintln!("top {} flows by score (attack probability)", export.top_scored.len());
+        for r in &export.top_scored {
+            let name = r.sni.as_deref().or(r.dns_qname.as_deref()).or(r.http_host.as_deref()).unwrap_or("");
+            eprintln!(
+                "  {:.3}  {:<7} proto {:>3}  {}:{} -> {}:{}  {:>6} pkts  {}",
+                r.score.unwrap_or(0.0),
+                r.app,
+                r.proto,
+                r.src_ip,
+                r.src_port,
+                r.dst_ip,
+                r.dst_port,
+                r.fwd_packets + r.rev_packets,
+                name
+            );
+        }
+    }
     eprint!("{}", summary.render());
     if let Some(p) = &o.summary_json {
         std::fs::write(p, serde_json::to_vec_pretty(&*summary)?)
@@ -815,7 +846,7 @@ fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
             Err(code) => return Ok(code),
         };
     let mut flows = writer.sink();
-    let mut sink = |f: &FinishedFlow| flows.push(f);
+    let mut sink = |f: FinishedFlow| flows.push(f);
     let started = Instant::now();
     let mut pipe = Pipeline::new(a.flow.config());
     pipe.counters = Some(counters.clone());

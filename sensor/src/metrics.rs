@@ -5,17 +5,18 @@
 //! per batch or block, never per packet; a scrape reads the atomics and builds
 //! the families (see `wirefold_core::telemetry`). Every family is present from
 //! the first scrape, at zero.
-use crate::flow::{EndReason, FlowStats};
+use crate::flow::{EndReason, FlowStats, FlowTable};
 use crate::output::ExportCounters;
 use crate::stream::StreamCounters;
 use crate::wire::{DecodeStats, Malformed, Skipped};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use wirefold_core::telemetry::Exposition;
+use wirefold_inspect::session::InspectStats;
 
 /// Counters one capture thread (and its flow worker) publishes for the
 /// status line and `/metrics`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ThreadCounters {
     /// Packets received from the socket (or file).
     pub packets: AtomicU64,
@@ -45,7 +46,45 @@ pub struct ThreadCounters {
     pub eviction_passes: AtomicU64,
     /// Packets that made flows.
     pub flow_packets: AtomicU64,
+    /// Inspection: flows given a slot, flows refused one, payload packets read.
+    pub inspect: [AtomicU64; 3],
+    /// Inspection: messages parsed, by parser (tls, quic, dns, http, ssh).
+    pub inspect_parsed: [AtomicU64; 5],
+    /// Inspection failures in [`InspectStats::errors`] order.
+    pub inspect_errors: Box<[AtomicU64]>,
 }
+
+impl Default for ThreadCounters {
+    fn default() -> Self {
+        ThreadCounters {
+            packets: AtomicU64::default(),
+            bytes: AtomicU64::default(),
+            ring_drops: AtomicU64::default(),
+            kernel_packets: AtomicU64::default(),
+            kernel_drops: AtomicU64::default(),
+            kernel_freezes: AtomicU64::default(),
+            active_flows: AtomicU64::default(),
+            malformed: Default::default(),
+            skipped: Default::default(),
+            frag_unmatched: AtomicU64::default(),
+            flows_created: AtomicU64::default(),
+            flows_ended: Default::default(),
+            eviction_passes: AtomicU64::default(),
+            flow_packets: AtomicU64::default(),
+            inspect: Default::default(),
+            inspect_parsed: Default::default(),
+            inspect_errors: (0..INSPECT_ERRORS).map(|_| AtomicU64::default()).collect(),
+        }
+    }
+}
+
+/// How many (parser, reason) failure counters inspection has.
+pub const INSPECT_ERRORS: usize = {
+    use wirefold_inspect::{
+        dns::DnsError, http::HttpError, quic::QuicError, ssh::SshError, tls::ReassemblyError, tls::TlsError,
+    };
+    TlsError::COUNT + QuicError::COUNT + DnsError::COUNT + HttpError::COUNT + SshError::COUNT + ReassemblyError::COUNT
+};
 
 impl ThreadCounters {
     /// Publish a decoder's counters (called once per batch or block).
@@ -57,6 +96,27 @@ impl ThreadCounters {
             a.store(*v, Relaxed);
         }
         self.frag_unmatched.store(d.frag_unmatched, Relaxed);
+    }
+
+    /// Publish a flow table's counters (flows and inspection) with `active` flows held.
+    pub fn publish_table(&self, t: &FlowTable, active: usize) {
+        self.publish_flows(&t.stats, active);
+        if let Some(s) = t.inspect_stats() {
+            self.publish_inspect(s);
+        }
+    }
+
+    /// Publish inspection counters.
+    pub fn publish_inspect(&self, s: &InspectStats) {
+        for (a, v) in self.inspect.iter().zip([s.flows, s.pool_exhausted, s.packets]) {
+            a.store(v, Relaxed);
+        }
+        for (a, (_, v)) in self.inspect_parsed.iter().zip(s.parsed()) {
+            a.store(v, Relaxed);
+        }
+        for (a, (_, _, v)) in self.inspect_errors.iter().zip(s.errors()) {
+            a.store(v, Relaxed);
+        }
     }
 
     /// Publish a flow table's counters and size (called once per batch).
@@ -238,6 +298,40 @@ impl SensorMetrics {
             &[("interface", iface)],
             sum(|c| &c.eviction_passes) as f64,
         );
+        e.counter(
+            "wirefold_inspect_flows_total",
+            "Flows whose first payload packets were inspected (given an inspection slot).",
+            &[("interface", iface)],
+            sum(|c| &c.inspect[0]) as f64,
+        );
+        e.counter(
+            "wirefold_inspect_pool_exhausted_total",
+            "Flows not inspected because every inspection slot was busy (raise --inspect-pool).",
+            &[("interface", iface)],
+            sum(|c| &c.inspect[1]) as f64,
+        );
+        e.counter(
+            "wirefold_inspect_packets_total",
+            "Payload packets handed to the inspection parsers.",
+            &[("interface", iface)],
+            sum(|c| &c.inspect[2]) as f64,
+        );
+        for (i, p) in ["tls", "quic", "dns", "http", "ssh"].into_iter().enumerate() {
+            e.counter(
+                "wirefold_inspect_parsed_total",
+                "Messages the inspection parsers read (ClientHello/ServerHello, QUIC Initial, DNS, HTTP heads, SSH banners).",
+                &[("interface", iface), ("parser", p)],
+                self.threads.iter().map(|c| c.inspect_parsed[i].load(Relaxed)).sum::<u64>() as f64,
+            );
+        }
+        for (i, (p, r, _)) in InspectStats::default().errors().enumerate() {
+            e.counter(
+                "wirefold_inspect_errors_total",
+                "Inspection parser failures and reassembly notes, by parser and reason (the flow is still exported).",
+                &[("interface", iface), ("parser", p), ("reason", r)],
+                self.threads.iter().map(|c| c.inspect_errors[i].load(Relaxed)).sum::<u64>() as f64,
+            );
+        }
         if let Some(d) = &self.dpdk {
             d.exposition(&mut e);
         }

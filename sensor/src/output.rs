@@ -107,6 +107,8 @@ impl std::fmt::Debug for ExportOptions {
 pub struct ExportReport {
     /// The largest flows.
     pub top: Vec<FlowRecord>,
+    /// The highest-scoring flows (with a model).
+    pub top_scored: Vec<FlowRecord>,
     /// Flows embedded.
     pub embedded: u64,
     /// FlowBatches written.
@@ -149,10 +151,12 @@ struct Stage {
     o: ExportOptions,
     line: Vec<u8>,
     best: Vec<FlowRecord>,
+    scored: Vec<FlowRecord>,
     rows: Vec<[f32; F]>,
     emb: Vec<[i8; 32]>,
     scores: Vec<f32>,
     pending: Vec<FlowRec>,
+    pending_info: Vec<wirefold_schema::FlowInfoRec>,
     builder: BatchBuilder,
     seq: u64,
     report: ExportReport,
@@ -210,6 +214,12 @@ impl Stage {
                     w.write_all(&self.line)?;
                 }
                 if self.o.top > 0 {
+                    if embedded {
+                        self.scored.push(rec.clone());
+                        if self.scored.len() >= self.o.top * 8 {
+                            keep_top_scored(&mut self.scored, self.o.top);
+                        }
+                    }
                     self.best.push(rec);
                     if self.best.len() >= self.o.top * 8 {
                         keep_top(&mut self.best, self.o.top);
@@ -217,7 +227,7 @@ impl Stage {
                 }
             }
             if let Some(x) = self.o.ipfix.as_mut() {
-                x.push(f, emb, score, None);
+                x.push(f, emb, score);
             }
             let batched = self.o.batches.is_some() || self.o.stream.is_some();
             if !batched && self.o.live {
@@ -227,6 +237,9 @@ impl Stage {
             if batched {
                 if self.pending.is_empty() {
                     self.pending_since = Some(std::time::Instant::now());
+                }
+                if let Some(i) = embed::flow_info(f, self.pending.len() as u32) {
+                    self.pending_info.push(i);
                 }
                 self.pending.push(embed::flow_rec(f, emb, score));
                 let cap = if self.o.flows_per_batch == 0 { FLOWS_PER_BATCH } else { self.o.flows_per_batch };
@@ -292,7 +305,7 @@ impl Stage {
             }
             self.merge_latency();
         }
-        let buf = self.builder.build(&meta, &self.pending);
+        let buf = self.builder.build_with_info(&meta, &self.pending, &self.pending_info);
         self.counters.batches.fetch_add(1, Relaxed);
         self.counters.batch_bytes.fetch_add(buf.len() as u64, Relaxed);
         if let Some(w) = self.o.batches.as_mut() {
@@ -302,6 +315,7 @@ impl Stage {
             s.submit(self.seq, buf.to_vec())?;
         }
         self.pending.clear();
+        self.pending_info.clear();
         Ok(())
     }
 
@@ -321,6 +335,8 @@ impl Stage {
         }
         keep_top(&mut self.best, self.o.top);
         self.report.top = std::mem::take(&mut self.best);
+        keep_top_scored(&mut self.scored, self.o.top);
+        self.report.top_scored = std::mem::take(&mut self.scored);
         // The report's totals are the published counters: one count, two readers.
         self.report.embedded = self.counters.embedded.load(Relaxed);
         self.report.batches = self.counters.batches.load(Relaxed);
@@ -367,8 +383,8 @@ pub struct FlowSink {
 
 impl FlowSink {
     /// Queue one finished flow.
-    pub fn push(&mut self, f: &FinishedFlow) -> std::io::Result<()> {
-        self.batch.push(*f);
+    pub fn push(&mut self, f: FinishedFlow) -> std::io::Result<()> {
+        self.batch.push(f);
         if self.batch.len() >= BATCH {
             self.flush()?;
         }
@@ -400,10 +416,12 @@ impl Exporter {
                     o,
                     line: Vec::with_capacity(2048),
                     best: Vec::new(),
+                    scored: Vec::new(),
                     rows: Vec::new(),
                     emb: Vec::new(),
                     scores: Vec::new(),
                     pending: Vec::with_capacity(FLOWS_PER_BATCH),
+                    pending_info: Vec::with_capacity(FLOWS_PER_BATCH),
                     builder: BatchBuilder::new(),
                     seq: 0,
                     report: ExportReport::default(),
@@ -443,6 +461,11 @@ impl Exporter {
             None => Err(std::io::Error::other("output thread already finished")),
         }
     }
+}
+
+fn keep_top_scored(v: &mut Vec<FlowRecord>, n: usize) {
+    v.sort_by(|a, b| b.score.unwrap_or(0.0).total_cmp(&a.score.unwrap_or(0.0)).then(a.first_ts.total_cmp(&b.first_ts)));
+    v.truncate(n);
 }
 
 fn keep_top(v: &mut Vec<FlowRecord>, n: usize) {

@@ -54,7 +54,7 @@ impl Pipeline {
     pub fn run(
         &mut self,
         src: &mut dyn PacketSource,
-        sink: &mut dyn FnMut(&FinishedFlow) -> std::io::Result<()>,
+        sink: &mut dyn FnMut(FinishedFlow) -> std::io::Result<()>,
     ) -> Result<(), RunError> {
         let Pipeline { decoder, table, counters, position, speed, stop, pace, .. } = self;
         let mut paced;
@@ -74,7 +74,7 @@ impl Pipeline {
                 c.packets.store(d.packets, Relaxed);
                 c.bytes.store(d.bytes, Relaxed);
                 c.publish_decode(d);
-                c.publish_flows(&s.table.stats, s.table.len());
+                c.publish_table(s.table, s.table.len());
             }
         };
         // The position is the source's: published by the pacing-free wrapper below.
@@ -92,27 +92,27 @@ impl Pipeline {
     pub fn finish(
         &mut self,
         reason: EndReason,
-        sink: &mut dyn FnMut(&FinishedFlow) -> std::io::Result<()>,
+        sink: &mut dyn FnMut(FinishedFlow) -> std::io::Result<()>,
     ) -> std::io::Result<()> {
         self.table.flush(reason);
         self.drain(sink)?;
         if let Some(c) = &self.counters {
-            c.publish_flows(&self.table.stats, 0);
+            c.publish_table(&self.table, 0);
         }
         Ok(())
     }
 
-    fn drain(&mut self, sink: &mut dyn FnMut(&FinishedFlow) -> std::io::Result<()>) -> std::io::Result<()> {
+    fn drain(&mut self, sink: &mut dyn FnMut(FinishedFlow) -> std::io::Result<()>) -> std::io::Result<()> {
         // (The packet loop drains after every batch; this is for `finish`.)
         for f in self.table.drain_finished() {
-            sink(&f)?;
+            sink(f)?;
         }
         Ok(())
     }
 }
 
 /// The replay's sink: a table and the caller's flow consumer.
-type FlowSinkOf<'t, 'f> = TableSink<'t, &'f mut dyn FnMut(&FinishedFlow) -> std::io::Result<()>>;
+type FlowSinkOf<'t, 'f> = TableSink<'t, &'f mut dyn FnMut(FinishedFlow) -> std::io::Result<()>>;
 
 /// A source paced by its timestamps, `speed` times faster than recorded;
 /// the clock is read once per millisecond of packet time at most.

@@ -91,6 +91,70 @@ pub struct FlowRecord {
     /// and Suricata compute it; seed `--community-id-seed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub community_id: Option<String>,
+    /// One label from inspection: `tls`, `quic`, `dns`, `http`, `ssh` or `unknown`.
+    pub app: &'static str,
+    /// TLS/QUIC server name (ClientHello server_name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    /// First ALPN protocol offered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alpn: Option<String>,
+    /// Highest TLS version the client offered (`TLSv1.3`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_version: Option<&'static str>,
+    /// TLS version the server selected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_version: Option<&'static str>,
+    /// Cipher suite the server selected, `0x1301` style.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cipher: Option<String>,
+    /// JA4 TLS client fingerprint (`t…` TCP, `q…` QUIC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ja4: Option<String>,
+    /// JA3 (MD5).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ja3: Option<String>,
+    /// JA3S (MD5).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ja3s: Option<String>,
+    /// QUIC version of the client's Initial (1, or 0x6b3343cf for v2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quic_version: Option<u32>,
+    /// First DNS question's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_qname: Option<String>,
+    /// Its QTYPE (1 A, 28 AAAA, 16 TXT, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_qtype: Option<u16>,
+    /// RCODE of the first response.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_rcode: Option<u8>,
+    /// ANCOUNT of the first response.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_answers: Option<u16>,
+    /// HTTP request method.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_method: Option<String>,
+    /// HTTP Host header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_host: Option<String>,
+    /// Length of the request target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_uri_len: Option<u32>,
+    /// HTTP User-Agent header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_user_agent: Option<String>,
+    /// Status code of the first HTTP response.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    /// The client's SSH banner.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_client: Option<String>,
+    /// The server's SSH banner.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_server: Option<String>,
+    /// The connection's first packets: IP bytes, negative from the responder (at most 8).
+    pub splt: Vec<i16>,
     /// Why the record was exported.
     pub end_reason: &'static str,
     /// The model's anomaly score (reconstruction error), when embedding is on.
@@ -168,9 +232,72 @@ impl From<&FinishedFlow> for FlowRecord {
             tunnel_src_ip: tunnel.then(|| addr(&f.outer_src, f.outer_version)),
             tunnel_dst_ip: tunnel.then(|| addr(&f.outer_dst, f.outer_version)),
             community_id: community_id(ff, src, sport, dst, dport),
+            app: ff.meta.as_deref().map_or("unknown", |m| m.app.0.name()),
+            sni: None,
+            alpn: None,
+            tls_client_version: None,
+            tls_version: None,
+            tls_cipher: None,
+            ja4: None,
+            ja3: None,
+            ja3s: None,
+            quic_version: None,
+            dns_qname: None,
+            dns_qtype: None,
+            dns_rcode: None,
+            dns_answers: None,
+            http_method: None,
+            http_host: None,
+            http_uri_len: None,
+            http_user_agent: None,
+            http_status: None,
+            ssh_client: None,
+            ssh_server: None,
+            splt: f.splt_bytes[..(f.splt_n as usize).min(f.splt_bytes.len())].to_vec(),
             end_reason: ff.reason.name(),
             score: None,
             embedding: None,
         }
+        .with_meta(ff.meta.as_deref())
+    }
+}
+
+fn some_str(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+impl FlowRecord {
+    fn with_meta(mut self, m: Option<&wirefold_inspect::session::FlowMeta>) -> Self {
+        use wirefold_inspect::tls::version_name;
+        let Some(m) = m else { return self };
+        if let Some(t) = &m.tls {
+            self.sni = some_str(t.sni.as_str());
+            self.alpn = some_str(t.alpn.as_str());
+            self.tls_client_version = Some(version_name(t.max_version));
+            self.ja4 = some_str(t.ja4.as_str());
+            self.ja3 = some_str(t.ja3.as_str());
+        }
+        if let Some(t) = &m.tls_server {
+            self.tls_version = Some(version_name(t.version));
+            self.tls_cipher = Some(format!("0x{:04x}", t.cipher));
+            self.ja3s = some_str(t.ja3s.as_str());
+        }
+        self.quic_version = m.quic_version;
+        if let Some(d) = &m.dns {
+            self.dns_qname = Some(d.qname.as_str().to_string());
+            self.dns_qtype = Some(d.qtype);
+            self.dns_rcode = d.rcode;
+            self.dns_answers = d.answers;
+        }
+        if let Some(h) = &m.http {
+            self.http_method = some_str(h.method.as_str());
+            self.http_host = some_str(h.host.as_str());
+            self.http_uri_len = (!h.method.is_empty()).then_some(h.uri_len);
+            self.http_user_agent = some_str(h.user_agent.as_str());
+            self.http_status = h.status;
+        }
+        self.ssh_client = m.ssh_client.map(|b| b.as_str().to_string());
+        self.ssh_server = m.ssh_server.map(|b| b.as_str().to_string());
+        self
     }
 }

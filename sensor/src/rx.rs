@@ -27,7 +27,7 @@ pub fn wall_ns() -> u64 {
 /// Where decoded packets go.
 pub trait MetaSink {
     /// One decoded packet.
-    fn packet(&mut self, m: &PacketMeta);
+    fn packet(&mut self, m: &PacketMeta, frame: &[u8]);
     /// The end of a source batch: hand on what is ready.
     fn batch_end(&mut self);
     /// A wall-clock tick while the source is idle (expire idle flows).
@@ -46,7 +46,7 @@ pub struct TableSink<'t, F> {
     pub error: Option<std::io::Error>,
 }
 
-impl<'t, F: FnMut(&FinishedFlow) -> std::io::Result<()>> TableSink<'t, F> {
+impl<'t, F: FnMut(FinishedFlow) -> std::io::Result<()>> TableSink<'t, F> {
     /// A sink over `table`.
     pub fn new(table: &'t mut FlowTable, out: F) -> Self {
         Self { table, out, error: None }
@@ -56,7 +56,7 @@ impl<'t, F: FnMut(&FinishedFlow) -> std::io::Result<()>> TableSink<'t, F> {
     pub fn drain(&mut self) {
         for f in self.table.drain_finished() {
             if self.error.is_none() {
-                if let Err(e) = (self.out)(&f) {
+                if let Err(e) = (self.out)(f) {
                     self.error = Some(e);
                 }
             }
@@ -64,10 +64,10 @@ impl<'t, F: FnMut(&FinishedFlow) -> std::io::Result<()>> TableSink<'t, F> {
     }
 }
 
-impl<F: FnMut(&FinishedFlow) -> std::io::Result<()>> MetaSink for TableSink<'_, F> {
+impl<F: FnMut(FinishedFlow) -> std::io::Result<()>> MetaSink for TableSink<'_, F> {
     #[inline]
-    fn packet(&mut self, m: &PacketMeta) {
-        self.table.add(m);
+    fn packet(&mut self, m: &PacketMeta, frame: &[u8]) {
+        self.table.add(m, Decoder::payload(frame, m));
     }
     fn batch_end(&mut self) {
         self.drain();
@@ -84,7 +84,7 @@ pub struct RingSink<'a>(pub Producer<'a>);
 
 impl MetaSink for RingSink<'_> {
     #[inline]
-    fn packet(&mut self, m: &PacketMeta) {
+    fn packet(&mut self, m: &PacketMeta, _frame: &[u8]) {
         self.0.push(*m);
     }
     fn batch_end(&mut self) {
@@ -152,7 +152,7 @@ pub fn run<S: MetaSink + ?Sized>(
         let before = dec.stats.packets;
         let r = src.next_batch(&mut |p| {
             if dec.decode(p.link, p.data, p.wire_len, p.ts_ns, &mut meta) {
-                sink.packet(&meta);
+                sink.packet(&meta, p.data);
             }
         });
         let got = dec.stats.packets != before;

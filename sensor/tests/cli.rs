@@ -176,10 +176,10 @@ fn missing_runtime_or_wrong_model_stops_start_up_with_a_fix() {
     let model = dir.join("narrow.onnx");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../embeddings/model");
     std::fs::copy(root.join("width-mismatch.onnx"), &model).unwrap();
-    std::fs::copy(root.join("wirefold-ae-v1.card.json"), dir.join("narrow.card.json")).unwrap();
+    std::fs::copy(root.join("wirefold-det-v2.card.json"), dir.join("narrow.card.json")).unwrap();
     let out = wirefold(&["replay", "--model", model.to_str().unwrap(), f.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(s(&out.stderr).contains("feature vector has 26 values"), "{}", s(&out.stderr));
+    assert!(s(&out.stderr).contains("feature vector has 64 values"), "{}", s(&out.stderr));
 }
 
 #[test]
@@ -207,7 +207,7 @@ fn batches_out_round_trips_to_the_same_flows() {
         seq += 1;
         assert_eq!(meta.seq, seq);
         assert_eq!(meta.sensor_id, "edge-7");
-        assert_eq!(meta.model_id, "wirefold-ae-v1");
+        assert_eq!(meta.model_id, "wirefold-det-v2");
         recs.extend(flows);
     }
     assert_eq!(recs.len(), json.len());
@@ -254,7 +254,7 @@ fn features_out_writes_one_finite_row_per_flow() {
     let flows = json_lines(&out.stdout).len();
     let text = std::fs::read_to_string(&csv).unwrap();
     let mut lines = text.lines();
-    assert_eq!(lines.next().unwrap().split(',').count(), 26);
+    assert_eq!(lines.next().unwrap().split(',').count(), 64);
     let rows: Vec<&str> = lines.collect();
     assert_eq!(rows.len(), flows);
     assert!(rows.iter().all(|r| r.split(',').all(|v| v.parse::<f32>().is_ok_and(|x| x.is_finite()))));

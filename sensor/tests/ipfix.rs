@@ -81,7 +81,17 @@ fn hand_flow() -> IpfixFlow {
         embedding,
         score: 0.25,
         community_id: cid,
+        app: "tls",
+        server_name: bounded("www.example.com"),
+        ja4: bounded("t13d1516h2_8daaf6152771_e5627efa2ab1"),
+        dns_qname: bounded(""),
     }
+}
+
+fn bounded<const N: usize>(s: &str) -> wirefold_inspect::util::BoundedStr<N> {
+    let mut b = wirefold_inspect::util::BoundedStr::new();
+    b.push_str(s).unwrap();
+    b
 }
 
 #[test]
@@ -90,8 +100,8 @@ fn template_set_bytes() {
     let t = enc.template_set();
     assert_eq!(u16::from_be_bytes([t[0], t[1]]), 2, "template set id");
     assert_eq!(u16::from_be_bytes([t[2], t[3]]) as usize, t.len(), "set length");
-    // First template: id 256, 20 fields.
-    assert_eq!(&t[4..8], &[0x01, 0x00, 0, 20]);
+    // First template: id 258, 24 fields.
+    assert_eq!(&t[4..8], &[0x01, 0x02, 0, 24]);
     // sourceIPv4Address/4, destinationIPv4Address/4, ports, protocol.
     assert_eq!(&t[8..28], &[0, 8, 0, 4, 0, 12, 0, 4, 0, 7, 0, 2, 0, 11, 0, 2, 0, 4, 0, 1]);
     // vlanId 58/2, dot1qCustomerVlanId 245/2, flowStart/EndMilliseconds 152,153/8.
@@ -107,16 +117,21 @@ fn template_set_bytes() {
     assert_eq!(&t[88..96], &[0x80, 1, 0, 32, 0, 0, 0x7e, 0xd9]);
     assert_eq!(&t[96..104], &[0x80, 2, 0, 4, 0, 0, 0x7e, 0xd9]);
     assert_eq!(&t[104..112], &[0x80, 3, 0xff, 0xff, 0, 0, 0x7e, 0xd9]);
-    // Second template: id 257, IPv6 addresses, icmpTypeCodeIPv6.
-    assert_eq!(&t[112..124], &[0x01, 0x01, 0, 20, 0, 27, 0, 16, 0, 28, 0, 16]);
-    assert_eq!(t.len(), 112 + 108);
+    // applicationName 96/variable, then wirefoldServerName 4, wirefoldJa4 5, wirefoldDnsQueryName 6 (variable, PEN).
+    assert_eq!(&t[112..116], &[0, 96, 0xff, 0xff]);
+    assert_eq!(&t[116..124], &[0x80, 4, 0xff, 0xff, 0, 0, 0x7e, 0xd9]);
+    assert_eq!(&t[124..132], &[0x80, 5, 0xff, 0xff, 0, 0, 0x7e, 0xd9]);
+    assert_eq!(&t[132..140], &[0x80, 6, 0xff, 0xff, 0, 0, 0x7e, 0xd9]);
+    // Second template: id 259, IPv6 addresses, icmpTypeCodeIPv6.
+    assert_eq!(&t[140..152], &[0x01, 0x03, 0, 24, 0, 27, 0, 16, 0, 28, 0, 16]);
+    assert_eq!(t.len(), 140 + 136);
     // Without the model: no embedding or score.
     let t = Encoder { pen: 32473, embedding: false }.template_set();
-    assert_eq!(&t[4..8], &[0x01, 0x00, 0, 18]);
-    assert_eq!(t.len(), 4 + 2 * (4 + 18 * 4 + 4 * 4));
+    assert_eq!(&t[4..8], &[0x01, 0x02, 0, 22]);
+    assert_eq!(t.len(), 4 + 2 * (4 + 22 * 4 + 7 * 4));
     // The message wrapper.
     let m = Encoder { pen: 32473, embedding: false }.template_message(7);
-    assert_eq!(&m[..4], &[0, 10, 0, m.len() as u8]);
+    assert_eq!(&m[..4], &[0, 10, (m.len() >> 8) as u8, m.len() as u8]);
     assert_eq!(&m[12..16], &[0, 0, 0, 7]);
 }
 
@@ -145,12 +160,19 @@ fn data_record_bytes() {
     assert_eq!(r[103], 15);
     assert_eq!(&r[104..108], &0.25f32.to_be_bytes());
     assert_eq!(r[108], 30, "community id: 1-byte length");
-    assert_eq!(&r[109..], f.community_id.as_bytes());
+    assert_eq!(&r[109..139], f.community_id.as_bytes());
     assert!(f.community_id.as_str().starts_with("1:"));
+    assert_eq!(&r[139..143], b"\x03tls");
+    assert_eq!(r[143], 15);
+    assert_eq!(&r[144..159], b"www.example.com");
+    assert_eq!(r[159], 36);
+    assert_eq!(&r[160..196], f.ja4.as_bytes());
+    assert_eq!(&r[196..], &[0], "an absent DNS name is a zero-length value");
     // The record is exactly what the template says.
     let fixed: usize = enc.fields(false).iter().filter(|x| x.len != VARIABLE).map(|x| x.len as usize).sum();
-    assert_eq!(r.len(), fixed + 1 + 30);
-    // IPv6: 16-byte addresses, template 257.
+    let var = 1 + 30 + 1 + 3 + 1 + 15 + 1 + 36 + 1;
+    assert_eq!(r.len(), fixed + var);
+    // IPv6: 16-byte addresses, template 259.
     let mut g = f;
     g.v6 = true;
     g.src = "2001:db8::1".parse::<Ipv6Addr>().unwrap().octets();
@@ -159,7 +181,7 @@ fn data_record_bytes() {
     assert_eq!(r6.len(), r.len() + 24);
     assert_eq!(&r6[..16], &g.src);
     let fixed6: usize = enc.fields(true).iter().filter(|x| x.len != VARIABLE).map(|x| x.len as usize).sum();
-    assert_eq!(r6.len(), fixed6 + 1 + 30);
+    assert_eq!(r6.len(), fixed6 + var);
 }
 
 #[test]
@@ -447,6 +469,7 @@ fn check_against_json(msgs: &[Vec<u8>], json: &[serde_json::Value], mtu_payload:
     let mut rows = Vec::new();
     let mut templates = 0;
     let mut cids = Vec::new();
+    let mut metas = Vec::new();
     for (i, m) in msgs.iter().enumerate() {
         assert!(m.len() <= mtu_payload, "message {i}: {} > {mtu_payload}", m.len());
         let d = decode_message(m, &mut t);
@@ -468,6 +491,8 @@ fn check_against_json(msgs: &[Vec<u8>], json: &[serde_json::Value], mtu_payload:
             assert!(r.tid == TEMPLATE_V4 || r.tid == TEMPLATE_V6);
             let cid = String::from_utf8(r.f[&(32473, 3)].clone()).unwrap();
             assert!(cid.starts_with("1:") && cid.len() == 30, "{cid}");
+            let text = |k: (u32, u16)| String::from_utf8(r.f[&k].clone()).unwrap();
+            metas.push((cid.clone(), text((0, 96)), text((32473, 4)), text((32473, 5)), text((32473, 6))));
             cids.push(cid);
             rows.push((
                 r.u(4, 0),
@@ -491,6 +516,15 @@ fn check_against_json(msgs: &[Vec<u8>], json: &[serde_json::Value], mtu_payload:
         want.sort();
         cids.sort();
         assert_eq!(cids, want);
+        // And the same app, server name, JA4 and DNS name, flow by flow (keyed by Community ID and app).
+        let s = |f: &serde_json::Value, k: &str| f[k].as_str().unwrap_or("").to_string();
+        let mut want: Vec<_> = json
+            .iter()
+            .map(|f| (s(f, "community_id"), s(f, "app"), s(f, "sni"), s(f, "ja4"), s(f, "dns_qname")))
+            .collect();
+        want.sort();
+        metas.sort();
+        assert_eq!(metas, want);
     }
     // Start/end times and end reasons agree too (one flow checked fully).
     let f = &json[0];
@@ -521,6 +555,8 @@ fn udp_export_decodes_to_the_json_flows_with_sequence_numbers_and_mtu() {
     assert!(json.iter().any(|f| f["ip_version"] == 6) && json.iter().any(|f| f["ip_version"] == 4));
     assert!(msgs.len() > 10, "{} messages", msgs.len());
     check_against_json(&msgs, &json, 600 - 28, emb.is_empty());
+    // The captures hold DNS and TLS: names travel (and were compared flow by flow above).
+    assert!(json.iter().any(|f| f["dns_qname"].is_string()), "a DNS name to export");
     // Same flows as a replay without IPFIX.
     assert_eq!(json_rows(&json), json_rows(&json_flows(&emb)));
 }

@@ -62,8 +62,11 @@ fn damaged_packets_are_counted_never_panic() {
                         assert!(meta.ip_version == 4 || meta.ip_version == 6);
                         assert!(meta.vlan_count as usize <= MAX_VLANS);
                         assert!(meta.payload_len <= meta.ip_len);
+                        let payload = Decoder::payload(&buf, &meta);
+                        assert!(usize::from(meta.payload_off) + payload.len() <= buf.len());
+                        assert!(payload.len() <= meta.payload_len as usize);
                         flow_packets += 1;
-                        table.add(&meta);
+                        table.add(&meta, payload);
                     }
                 }
             });

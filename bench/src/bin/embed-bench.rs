@@ -54,6 +54,7 @@ fn main() -> anyhow::Result<()> {
     }
     // Sizes: embed everything once, then encode both ways.
     let mut recs = Vec::with_capacity(flows.len());
+    let mut infos = Vec::new();
     let mut json_bytes = 0usize;
     let mut line = Vec::new();
     for chunk in flows.chunks(1024) {
@@ -61,6 +62,9 @@ fn main() -> anyhow::Result<()> {
         rows.extend(chunk.iter().map(embed::features));
         e.embed(&rows, &mut q, &mut s)?;
         for (i, f) in chunk.iter().enumerate() {
+            if let Some(x) = embed::flow_info(f, recs.len() as u32) {
+                infos.push(x);
+            }
             recs.push(embed::flow_rec(f, q[i], s[i]));
             let mut r = FlowRecord::from(f);
             r.score = Some(s[i]);
@@ -71,7 +75,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let mut b = BatchBuilder::new();
-    let mut fb_bytes = 0usize;
+    let (mut fb_bytes, mut fb_plain) = (0usize, 0usize);
     for (i, chunk) in recs.chunks(1024).enumerate() {
         let meta = BatchMeta {
             sensor_id: "bench".into(),
@@ -80,7 +84,14 @@ fn main() -> anyhow::Result<()> {
             scale: e.card().int8_scale,
             ..Default::default()
         };
-        fb_bytes += b.build(&meta, chunk).len();
+        let lo = (i * 1024) as u32;
+        let info: Vec<_> = infos
+            .iter()
+            .filter(|x| x.index >= lo && x.index < lo + chunk.len() as u32)
+            .map(|x| wirefold_schema::FlowInfoRec { index: x.index - lo, ..x.clone() })
+            .collect();
+        fb_bytes += b.build_with_info(&meta, chunk, &info).len();
+        fb_plain += b.build(&meta, chunk).len();
     }
     let v6 = recs.iter().filter(|r| r.ip_version == 6).count();
     let n = flows.len() as f64;
@@ -89,6 +100,14 @@ fn main() -> anyhow::Result<()> {
         "best batch size {} ; {:.1}% of flows are IPv6 (116 B) and the rest IPv4 (92 B)",
         best.0,
         100.0 * v6 as f64 / n
+    );
+    println!(
+        "inspection facts on {} of {} flows: {:.1} bytes/flow with them, {:.1} without (+{:.1})",
+        infos.len(),
+        flows.len(),
+        bpf,
+        fb_plain as f64 / n,
+        bpf - fb_plain as f64 / n
     );
     println!(
         "embed: {:.0} flows/s, flatbuffers: {bpf:.1} bytes/flow, json: {jpf:.1} bytes/flow, ratio: {:.2}",

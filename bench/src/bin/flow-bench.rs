@@ -97,8 +97,9 @@ fn track(parts: &[&Packets], cfg: FlowConfig, stalls: &mut Option<Histogram<u64>
         for chunk in p.index.chunks(256) {
             let t = stalls.as_ref().map(|_| Instant::now());
             for &(off, len, wire, ts, link) in chunk {
-                if dec.decode(link, &p.bytes[off..off + len as usize], wire, ts, &mut meta) {
-                    table.add(&meta);
+                let frame = &p.bytes[off..off + len as usize];
+                if dec.decode(link, frame, wire, ts, &mut meta) {
+                    table.add(&meta, Decoder::payload(frame, &meta));
                 }
             }
             finished += table.drain_finished().count() as u64;

@@ -66,6 +66,8 @@ fn flow_row_schema(extra: &[(&str, Value)]) -> Value {
         "score": {"type": "number"},
         "verdict": {"type": ["string", "null"], "enum": ["promoted", "held", null]},
         "gate": nullable("string"), "reason": nullable("string"),
+        "app": {"type": "string"}, "server_name": nullable("string"), "ja4": nullable("string"),
+        "dns_qname": nullable("string"), "http_host": nullable("string"),
     });
     let m = p.as_object_mut().expect("object");
     for (k, v) in extra {
@@ -109,10 +111,19 @@ pub fn tools(l: &AgentLimits) -> Vec<ToolDef> {
         json!({"type": "string", "enum": ["promoted", "held"], "description": "the gates' verdict"}),
     );
     qp.insert("min_score".into(), json!({"type": "number", "description": "score at least this"}));
+    qp.insert(
+        "app".into(),
+        json!({"type": "string", "enum": ["unknown", "tls", "quic", "dns", "http", "ssh"], "description": "the flow's app label"}),
+    );
+    qp.insert("server_name".into(), json!({"type": "string", "minLength": 1, "maxLength": 255, "description": "TLS/QUIC server name; a leading '*.' matches any subdomain"}));
+    qp.insert(
+        "ja4".into(),
+        json!({"type": "string", "minLength": 1, "maxLength": 64, "description": "JA4 fingerprint, exactly"}),
+    );
     qp.insert("limit".into(), limit_prop(l, 100));
     t.push(ToolDef {
         name: "query_flows",
-        description: "Query stored flows, newest first (by last packet time): time range, sensor, address or CIDR, port, protocol, the gates' decision, minimum score, row cap. App, server name and JA4 are not stored yet and cannot be filtered.".into(),
+        description: "Query stored flows, newest first (by last packet time): time range, sensor, address or CIDR, port, protocol, the gates' decision, minimum score, app, server name, JA4, row cap.".into(),
         mutate: false,
         read_only: true,
         input: json!({"type": "object", "properties": qp, "required": [], "additionalProperties": false}),
@@ -330,7 +341,11 @@ fn limit(a: &Value, l: &AgentLimits, default: u32) -> i64 {
 
 const FLOW_COLS: &str =
     "f.sensor_id, f.seq, f.idx, f.src_ip, f.dst_ip, f.src_port, f.dst_port, f.proto, f.first_ns, f.last_ns,
-    f.fwd_packets, f.fwd_bytes, f.rev_packets, f.rev_bytes, f.score, d.verdict, d.gate, d.reason";
+    f.fwd_packets, f.fwd_bytes, f.rev_packets, f.rev_bytes, f.score, d.verdict, d.gate, d.reason,
+    i.app, i.server_name, i.ja4, i.dns_qname, i.http_host";
+
+/// The join that brings a flow's inspection facts (schema version 3; none for older sensors).
+const INFO_JOIN: &str = " LEFT JOIN flow_info i ON i.sensor_id = f.sensor_id AND i.seq = f.seq AND i.idx = f.idx";
 
 fn flow_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<serde_json::Map<String, Value>> {
     let src: Vec<u8> = r.get(3)?;
@@ -342,6 +357,9 @@ fn flow_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<serde_json::Map<String, V
         "fwd_packets": r.get::<_, i64>(10)?, "fwd_bytes": r.get::<_, i64>(11)?, "rev_packets": r.get::<_, i64>(12)?,
         "rev_bytes": r.get::<_, i64>(13)?, "score": r.get::<_, f64>(14)?, "verdict": r.get::<_, Option<String>>(15)?,
         "gate": r.get::<_, Option<String>>(16)?, "reason": r.get::<_, Option<String>>(17)?,
+        "app": r.get::<_, Option<String>>(18)?.unwrap_or_else(|| "unknown".into()),
+        "server_name": r.get::<_, Option<String>>(19)?, "ja4": r.get::<_, Option<String>>(20)?,
+        "dns_qname": r.get::<_, Option<String>>(21)?, "http_host": r.get::<_, Option<String>>(22)?,
     });
     match v {
         Value::Object(m) => Ok(m),
@@ -354,7 +372,7 @@ fn flow_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<serde_json::Map<String, V
 pub fn query_flows_sql(a: &Value, l: &AgentLimits) -> Result<(String, Vec<Sql>), String> {
     let (since, until) = window(a);
     let mut sql = format!(
-        "SELECT {FLOW_COLS} FROM flows f LEFT JOIN decisions d ON d.sensor_id = f.sensor_id AND d.seq = f.seq AND d.idx = f.idx
+        "SELECT {FLOW_COLS} FROM flows f LEFT JOIN decisions d ON d.sensor_id = f.sensor_id AND d.seq = f.seq AND d.idx = f.idx{INFO_JOIN}
          WHERE f.last_ns >= ? AND f.last_ns < ?"
     );
     let mut p = vec![Sql::Integer(since), Sql::Integer(until)];
@@ -391,6 +409,27 @@ pub fn query_flows_sql(a: &Value, l: &AgentLimits) -> Result<(String, Vec<Sql>),
     if let Some(m) = a.get("min_score").and_then(|v| v.as_f64()) {
         sql.push_str(" AND f.score >= ?");
         p.push(Sql::Real(m));
+    }
+    if let Some(x) = a.get("app").and_then(|v| v.as_str()) {
+        sql.push_str(" AND coalesce(i.app, 'unknown') = ?");
+        p.push(Sql::Text(x.into()));
+    }
+    if let Some(x) = a.get("server_name").and_then(|v| v.as_str()) {
+        match x.strip_prefix("*.") {
+            Some(base) => {
+                sql.push_str(" AND (i.server_name = ? OR i.server_name LIKE ? ESCAPE '\\')");
+                let esc = base.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+                p.extend([Sql::Text(base.into()), Sql::Text(format!("%.{esc}"))]);
+            }
+            None => {
+                sql.push_str(" AND i.server_name = ?");
+                p.push(Sql::Text(x.into()));
+            }
+        }
+    }
+    if let Some(x) = a.get("ja4").and_then(|v| v.as_str()) {
+        sql.push_str(" AND i.ja4 = ?");
+        p.push(Sql::Text(x.into()));
     }
     sql.push_str(" ORDER BY f.last_ns DESC, f.sensor_id, f.seq, f.idx LIMIT ?");
     p.push(Sql::Integer(limit(a, l, 100) + 1));
@@ -459,7 +498,7 @@ pub fn anomalies_sql(a: &Value, l: &AgentLimits) -> (String, Vec<Sql>) {
     let (since, until) = window(a);
     let mut sql = format!(
         "SELECT {FLOW_COLS}, d.shadow, d.shadow_reason, d.config_version FROM flows f
-         LEFT JOIN decisions d ON d.sensor_id = f.sensor_id AND d.seq = f.seq AND d.idx = f.idx
+         LEFT JOIN decisions d ON d.sensor_id = f.sensor_id AND d.seq = f.seq AND d.idx = f.idx{INFO_JOIN}
          WHERE f.last_ns >= ? AND f.last_ns < ?"
     );
     let mut p = vec![Sql::Integer(since), Sql::Integer(until)];
@@ -481,9 +520,9 @@ fn anomalies(c: &Connection, a: &Value, l: &AgentLimits) -> Result<(Value, u64),
     let mut q = c.prepare_cached(&sql)?;
     let rows = q.query_map(rusqlite::params_from_iter(p), |r| {
         let mut m = flow_row(r)?;
-        m.insert("shadow".into(), json!(r.get::<_, Option<String>>(18)?));
-        m.insert("shadow_reason".into(), json!(r.get::<_, Option<String>>(19)?));
-        m.insert("config_version".into(), json!(r.get::<_, Option<i64>>(20)?));
+        m.insert("shadow".into(), json!(r.get::<_, Option<String>>(23)?));
+        m.insert("shadow_reason".into(), json!(r.get::<_, Option<String>>(24)?));
+        m.insert("config_version".into(), json!(r.get::<_, Option<i64>>(25)?));
         Ok(Value::Object(m))
     })?;
     let v: Vec<Value> = rows.collect::<rusqlite::Result<_>>()?;
@@ -553,7 +592,7 @@ fn explain(c: &Connection, d: &Deadline, ledger: &std::path::Path, a: &Value) ->
     let (seq, idx) = (int(a, "seq").unwrap_or(0), int(a, "idx").unwrap_or(0));
     let sql = format!(
         "SELECT {FLOW_COLS}, d.shadow, d.shadow_reason, d.config_version FROM flows f
-         LEFT JOIN decisions d ON d.sensor_id = f.sensor_id AND d.seq = f.seq AND d.idx = f.idx
+         LEFT JOIN decisions d ON d.sensor_id = f.sensor_id AND d.seq = f.seq AND d.idx = f.idx{INFO_JOIN}
          WHERE f.sensor_id = ?1 AND f.seq = ?2 AND f.idx = ?3"
     );
     let mut q = c.prepare_cached(&sql)?;
@@ -562,10 +601,10 @@ fn explain(c: &Connection, d: &Deadline, ledger: &std::path::Path, a: &Value) ->
         return Err(ToolError::NotFound(format!("no stored flow {s}/{seq}/{idx}")));
     };
     let flow = flow_row(r)?;
-    let version: Option<i64> = r.get(20)?;
+    let version: Option<i64> = r.get(25)?;
     let decision = match flow.get("verdict") {
         Some(Value::String(v)) => json!({"verdict": v, "gate": flow["gate"], "reason": flow["reason"],
-            "shadow": r.get::<_, Option<String>>(18)?, "shadow_reason": r.get::<_, Option<String>>(19)?, "config_version": version}),
+            "shadow": r.get::<_, Option<String>>(23)?, "shadow_reason": r.get::<_, Option<String>>(24)?, "config_version": version}),
         _ => Value::Null,
     };
     drop(rows);

@@ -9,10 +9,8 @@ use serde::{Deserialize, Serialize};
 pub struct ScoreGate {
     /// Mode (default `enforce`).
     pub mode: Mode,
-    /// Lowest score promoted, in [0, 65504] (default 0.5: a coin flip for
-    /// the planned [0, 1] probability; the current autoencoder's score is a
-    /// reconstruction error, so set it to a high quantile of its held-out
-    /// error, for example the model card's `heldout_mse` times 3).
+    /// Lowest score promoted, in [0, 65504] (default 0.5; the bundled model's
+    /// score is a calibrated attack probability and its card suggests 0.300).
     pub threshold: f64,
 }
 

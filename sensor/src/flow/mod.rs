@@ -3,6 +3,7 @@
 //! flows.
 #![forbid(unsafe_code)]
 
+pub mod host;
 pub mod key;
 pub mod stats;
 pub mod table;

@@ -1,9 +1,11 @@
 //! The flow table: one per flow worker (shard), driven by packet time.
+use super::host::{HostContext, HostSnap};
 use super::{DirStats, EndReason, FlowKey, TcpState, TcpTracker};
 use crate::wire::{tcp::flags, PacketMeta, TunnelKind};
 use hashbrown::HashTable;
 use rustc_hash::FxBuildHasher;
 use std::hash::BuildHasher;
+use wirefold_inspect::session::{FlowMeta, InspectConfig, Inspector, Payload};
 
 const NS: u64 = 1_000_000_000;
 
@@ -24,6 +26,8 @@ pub struct FlowConfig {
     pub sweep_interval_ns: u64,
     /// Seed of the flows' Community IDs (0, the spec's default, unless configured).
     pub community_id_seed: u16,
+    /// Payload inspection (`None`: off, `--no-inspect`).
+    pub inspect: Option<InspectConfig>,
 }
 
 impl Default for FlowConfig {
@@ -35,6 +39,7 @@ impl Default for FlowConfig {
             close_linger_ns: 2 * NS,
             sweep_interval_ns: NS,
             community_id_seed: 0,
+            inspect: Some(InspectConfig::default()),
         }
     }
 }
@@ -68,7 +73,21 @@ pub struct Flow {
     pub icmp_type: u8,
     /// ICMP code of the first packet.
     pub icmp_code: u8,
+    /// Packets in `splt_bytes` (at most [`SPLT`]).
+    pub splt_n: u8,
+    /// The connection's first packets: IP bytes, negative from the responder.
+    pub splt_bytes: [i16; SPLT],
+    /// Gap before each of them, as `ln(1 + ms) × 2048` (index 0 is 0).
+    pub splt_gap: [u16; SPLT],
+    /// Host context when the flow began (the export takes the larger of this and the context then).
+    pub host: HostSnap,
 }
+
+/// Packets kept in a flow's first-packets sequence.
+pub const SPLT: usize = 8;
+
+/// Scale of [`Flow::splt_gap`]'s log code.
+pub const GAP_SCALE: f32 = 2048.0;
 
 impl Flow {
     fn new(m: &PacketMeta, sender_lo: bool) -> Self {
@@ -89,7 +108,16 @@ impl Flow {
             outer_dst: m.outer_dst,
             icmp_type: m.icmp_type,
             icmp_code: m.icmp_code,
+            splt_n: 0,
+            splt_bytes: [0; SPLT],
+            splt_gap: [0; SPLT],
+            host: HostSnap::default(),
         }
+    }
+
+    /// Gap before first-packet `i`, milliseconds.
+    pub fn splt_gap_ms(&self, i: usize) -> f32 {
+        self.splt_gap.get(i).map_or(0.0, |&c| (c as f32 / GAP_SCALE).exp_m1())
     }
 
     #[inline]
@@ -97,6 +125,16 @@ impl Flow {
         let forward = sender_lo == self.initiator_is_lo;
         if self.packets() == 0 {
             self.first_ns = m.ts_ns;
+        }
+        let n = self.splt_n as usize;
+        if n < SPLT {
+            let size = m.ip_len.min(i16::MAX as u32) as i16;
+            self.splt_bytes[n] = if forward { size } else { -size };
+            if n > 0 {
+                let ms = m.ts_ns.saturating_sub(self.last_ns) as f32 / 1e6;
+                self.splt_gap[n] = (ms.ln_1p() * GAP_SCALE).min(u16::MAX as f32) as u16;
+            }
+            self.splt_n += 1;
         }
         self.last_ns = self.last_ns.max(m.ts_ns);
         if forward {
@@ -123,7 +161,7 @@ impl Flow {
 }
 
 /// A flow that has ended, ready for export.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FinishedFlow {
     /// Its key.
     pub key: FlowKey,
@@ -133,6 +171,8 @@ pub struct FinishedFlow {
     pub reason: EndReason,
     /// The Community ID seed of the table's configuration.
     pub community_id_seed: u16,
+    /// What inspection learned (`None`: no payload, inspection off, or no slot was free).
+    pub meta: Option<Box<FlowMeta>>,
 }
 
 /// Flow-table counters.
@@ -154,6 +194,19 @@ pub struct FlowStats {
     /// Packets so far out of time order that their flow was placed in its
     /// expiry list approximately (more than [`REORDER_WALK`] places back).
     pub reorder_overflow: u64,
+}
+
+/// Never inspected yet.
+const INSP_NONE: u32 = u32::MAX;
+/// Inspection is over for this flow (decided, off, or no slot).
+const INSP_DONE: u32 = u32::MAX - 1;
+
+/// A slot's inspection state, beside the slab (the slab stays `Copy`).
+#[derive(Debug, Default)]
+struct Ext {
+    /// An inspector slot, or [`INSP_NONE`] / [`INSP_DONE`].
+    insp: u32,
+    meta: Option<Box<FlowMeta>>,
 }
 
 /// How far back from the tail an out-of-order packet's flow is walked to
@@ -209,6 +262,9 @@ struct Ends {
 /// from the heads of the open and closed lists, O(1) per evicted flow.
 pub struct FlowTable {
     slots: Vec<Slot>,
+    ext: Vec<Ext>,
+    inspector: Option<Inspector>,
+    hosts: HostContext,
     free: Vec<u32>,
     index: HashTable<u32>,
     lists: [Ends; 3],
@@ -258,7 +314,56 @@ fn index_bytes(max_flows: usize) -> usize {
 impl FlowTable {
     /// Bytes a table for `max_flows` flows takes when full: slots, free list and index.
     pub fn memory_bytes(max_flows: usize) -> usize {
-        max_flows * (std::mem::size_of::<Slot>() + std::mem::size_of::<u32>()) + index_bytes(max_flows)
+        max_flows * (std::mem::size_of::<Slot>() + std::mem::size_of::<Ext>() + std::mem::size_of::<u32>())
+            + index_bytes(max_flows)
+            + HostContext::BYTES
+    }
+
+    /// The inspector's counters (`None` when inspection is off).
+    pub fn inspect_stats(&self) -> Option<&wirefold_inspect::session::InspectStats> {
+        self.inspector.as_ref().map(|i| &i.stats)
+    }
+
+    /// Feed a payload packet of slot `i` to the inspector.
+    #[inline]
+    fn inspect(&mut self, i: u32, m: &PacketMeta, sender_lo: bool, payload: &[u8]) {
+        let Some(ins) = self.inspector.as_mut() else { return };
+        let e = &mut self.ext[i as usize];
+        if e.insp == INSP_DONE || payload.is_empty() || !matches!(m.proto, 6 | 17) {
+            return;
+        }
+        if e.insp == INSP_NONE {
+            match ins.acquire() {
+                Some(s) => {
+                    e.insp = s;
+                    e.meta = Some(Box::default());
+                }
+                None => {
+                    e.insp = INSP_DONE;
+                    return;
+                }
+            }
+        }
+        let f = &self.slots[i as usize].flow;
+        let forward = sender_lo == f.initiator_is_lo;
+        let (client_port, server_port) = if forward { (m.src_port, m.dst_port) } else { (m.dst_port, m.src_port) };
+        let p = Payload { forward, proto: m.proto, client_port, server_port, tcp_seq: m.tcp_seq, data: payload };
+        let meta = e.meta.as_deref_mut().expect("a slot comes with its record");
+        if ins.packet(e.insp, meta, &p) {
+            e.insp = INSP_DONE;
+        }
+    }
+
+    /// Take slot `i`'s inspection record, returning its inspector slot to the pool.
+    fn take_meta(&mut self, i: u32) -> Option<Box<FlowMeta>> {
+        let e = &mut self.ext[i as usize];
+        if e.insp != INSP_NONE && e.insp != INSP_DONE {
+            if let (Some(ins), Some(meta)) = (self.inspector.as_mut(), e.meta.as_deref_mut()) {
+                ins.finish(e.insp, meta);
+            }
+        }
+        e.insp = INSP_NONE;
+        e.meta.take()
     }
 
     /// Bytes per tracked flow when full.
@@ -272,6 +377,9 @@ impl FlowTable {
         let cfg = FlowConfig { max_flows: cap, ..cfg };
         Self {
             slots: Vec::with_capacity(cap),
+            ext: Vec::with_capacity(cap),
+            inspector: cfg.inspect.map(Inspector::new),
+            hosts: HostContext::new(),
             free: Vec::with_capacity(cap),
             index: HashTable::with_capacity(cap),
             lists: [Ends { head: NIL, tail: NIL }; 3],
@@ -397,9 +505,10 @@ impl FlowTable {
         self.index.find(h, |&i| slots[i as usize].key == *key).copied()
     }
 
-    /// Add one decoded packet.
+    /// Add one decoded packet; `payload` is its captured transport payload
+    /// (empty when the front end does not carry it), read by inspection.
     #[inline]
-    pub fn add(&mut self, m: &PacketMeta) {
+    pub fn add(&mut self, m: &PacketMeta, payload: &[u8]) {
         self.advance(m.ts_ns);
         self.stats.packets += 1;
         self.stats.bytes += m.ip_len as u64;
@@ -429,10 +538,15 @@ impl FlowTable {
                 f.add(m, sender_lo);
                 self.stats.created += 1;
                 let reason = old.closed.unwrap_or(EndReason::Fin);
-                self.emit(key, old, reason);
+                let meta = self.take_meta(i);
+                self.emit(key, old, reason, meta);
+                let (a, b, p) = self.endpoints(i);
+                let now = self.now_ns;
+                self.slots[i as usize].flow.host = self.hosts.new_flow(&a, &b, p, now);
             } else {
                 f.add(m, sender_lo);
             }
+            self.inspect(i, m, sender_lo, payload);
             self.touch(i, was, was_active);
             return;
         }
@@ -455,9 +569,14 @@ impl FlowTable {
             }
             None => {
                 self.slots.push(slot);
+                self.ext.push(Ext { insp: INSP_NONE, meta: None });
                 (self.slots.len() - 1) as u32
             }
         };
+        let (a, b, p) = self.endpoints(i);
+        let now = self.now_ns;
+        self.slots[i as usize].flow.host = self.hosts.new_flow(&a, &b, p, now);
+        self.inspect(i, m, sender_lo, payload);
         let slots = &self.slots;
         self.index.insert_unique(h, i, |&j| hash_key(&slots[j as usize].key));
         self.link_sorted(i, self.time_list(i));
@@ -483,13 +602,26 @@ impl FlowTable {
         }
     }
 
-    fn emit(&mut self, key: FlowKey, flow: Flow, reason: EndReason) {
+    /// Initiator address, responder address and responder port of slot `i`.
+    fn endpoints(&self, i: u32) -> ([u8; 16], [u8; 16], u16) {
+        let s = &self.slots[i as usize];
+        let k = &s.key;
+        if s.flow.initiator_is_lo {
+            (k.lo_addr, k.hi_addr, k.hi_port)
+        } else {
+            (k.hi_addr, k.lo_addr, k.lo_port)
+        }
+    }
+
+    fn emit(&mut self, key: FlowKey, mut flow: Flow, reason: EndReason, meta: Option<Box<FlowMeta>>) {
         self.stats.ended[reason as usize] += 1;
-        self.finished.push(FinishedFlow { key, flow, reason, community_id_seed: self.cfg.community_id_seed });
+        let (a, b) = if flow.initiator_is_lo { (key.lo_addr, key.hi_addr) } else { (key.hi_addr, key.lo_addr) };
+        flow.host = flow.host.max(self.hosts.snap(&a, &b, self.now_ns));
+        self.finished.push(FinishedFlow { key, flow, reason, community_id_seed: self.cfg.community_id_seed, meta });
     }
 
     /// Take slot `i` out of the table (every list, the index) and free it.
-    fn remove(&mut self, i: u32) -> (FlowKey, Flow) {
+    fn remove(&mut self, i: u32) -> (FlowKey, Flow, Option<Box<FlowMeta>>) {
         let l = self.time_list(i);
         self.unlink(i, l);
         if self.slots[i as usize].in_active {
@@ -502,7 +634,8 @@ impl FlowTable {
             e.remove();
         }
         self.free.push(i);
-        (key, self.slots[i as usize].flow)
+        let meta = self.take_meta(i);
+        (key, self.slots[i as usize].flow, meta)
     }
 
     /// What a sweep at time `at` does to slot `i`, if anything.
@@ -525,10 +658,10 @@ impl FlowTable {
 
     /// Remove slot `i` as expired, exporting it (closed: its reason; open: idle).
     fn expire(&mut self, i: u32) {
-        let (key, f) = self.remove(i);
+        let (key, f, meta) = self.remove(i);
         match f.closed {
-            Some(reason) => self.emit(key, f, reason),
-            None if f.packets() > 0 => self.emit(key, f, EndReason::Idle),
+            Some(reason) => self.emit(key, f, reason, meta),
+            None if f.packets() > 0 => self.emit(key, f, EndReason::Idle, meta),
             None => {}
         }
     }
@@ -536,7 +669,9 @@ impl FlowTable {
     /// Export slot `i` at its active timeout and continue it in a new record.
     fn restart(&mut self, i: u32) {
         let (key, f) = (self.slots[i as usize].key, self.slots[i as usize].flow);
-        self.emit(key, f, EndReason::Active);
+        // The record continues: it keeps the inspection state; the export gets a copy.
+        let meta = self.ext[i as usize].meta.clone();
+        self.emit(key, f, EndReason::Active, meta);
         self.slots[i as usize].flow.restart();
         if self.slots[i as usize].in_active {
             self.unlink(i, List::Active);
@@ -591,9 +726,9 @@ impl FlowTable {
             }
         }
         self.stats.eviction_passes += 1;
-        let (key, f) = self.remove(i);
+        let (key, f, meta) = self.remove(i);
         let reason = f.closed.unwrap_or(EndReason::Evicted);
-        self.emit(key, f, reason);
+        self.emit(key, f, reason, meta);
     }
 
     /// End every flow with `reason` (TCP flows already closed keep theirs).
@@ -602,15 +737,16 @@ impl FlowTable {
         let start = self.finished.len();
         for l in [List::Closed, List::Open] {
             while let Some(i) = Some(self.lists[l as usize].head).filter(|&i| i != NIL) {
-                let (key, f) = self.remove(i);
+                let (key, f, meta) = self.remove(i);
                 if f.packets() == 0 {
                     continue;
                 }
                 let r = f.closed.unwrap_or(reason);
-                self.emit(key, f, r);
+                self.emit(key, f, r, meta);
             }
         }
         self.slots.clear();
+        self.ext.clear();
         self.free.clear();
         sort_tail(&mut self.finished[start..]);
     }
@@ -659,12 +795,12 @@ mod tests {
     #[test]
     fn handshake_fin_close_and_linger() {
         let mut t = FlowTable::new(FlowConfig::default());
-        t.add(&pkt(0.0, 9, 4000, 1, 80, S, 60));
-        t.add(&pkt(0.1, 1, 80, 9, 4000, S | A, 60));
-        t.add(&pkt(0.2, 9, 4000, 1, 80, A, 52));
-        t.add(&pkt(0.3, 9, 4000, 1, 80, F | A, 52));
-        t.add(&pkt(0.4, 1, 80, 9, 4000, F | A, 52));
-        t.add(&pkt(0.5, 9, 4000, 1, 80, A, 52)); // last ACK, absorbed by the linger
+        t.add(&pkt(0.0, 9, 4000, 1, 80, S, 60), &[]);
+        t.add(&pkt(0.1, 1, 80, 9, 4000, S | A, 60), &[]);
+        t.add(&pkt(0.2, 9, 4000, 1, 80, A, 52), &[]);
+        t.add(&pkt(0.3, 9, 4000, 1, 80, F | A, 52), &[]);
+        t.add(&pkt(0.4, 1, 80, 9, 4000, F | A, 52), &[]);
+        t.add(&pkt(0.5, 9, 4000, 1, 80, A, 52), &[]); // last ACK, absorbed by the linger
         assert!(drain(&mut t).is_empty());
         t.advance(3_000_000_000);
         let out = drain(&mut t);
@@ -681,9 +817,9 @@ mod tests {
     #[test]
     fn port_reuse_after_rst_starts_a_new_flow() {
         let mut t = FlowTable::new(FlowConfig::default());
-        t.add(&pkt(0.0, 1, 1000, 2, 22, S, 60));
-        t.add(&pkt(0.1, 2, 22, 1, 1000, R | A, 40));
-        t.add(&pkt(0.5, 1, 1000, 2, 22, S, 60));
+        t.add(&pkt(0.0, 1, 1000, 2, 22, S, 60), &[]);
+        t.add(&pkt(0.1, 2, 22, 1, 1000, R | A, 40), &[]);
+        t.add(&pkt(0.5, 1, 1000, 2, 22, S, 60), &[]);
         let out = drain(&mut t);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].reason, EndReason::Rst);
@@ -701,7 +837,7 @@ mod tests {
         for i in 0..=8 {
             let mut p = pkt(i as f64 * 5.0, 1, 53, 2, 5353, 0, 100);
             p.proto = 17;
-            t.add(&p);
+            t.add(&p, &[]);
         }
         let out = drain(&mut t);
         assert_eq!(out.len(), 1);
@@ -719,7 +855,7 @@ mod tests {
         let cfg = FlowConfig { max_flows: 32, idle_timeout_ns: None, active_timeout_ns: None, ..Default::default() };
         let mut t = FlowTable::new(cfg);
         for i in 0..40u16 {
-            t.add(&pkt(i as f64 * 0.001, 1, 1000 + i, 2, 80, S, 60));
+            t.add(&pkt(i as f64 * 0.001, 1, 1000 + i, 2, 80, S, 60), &[]);
         }
         assert!(t.len() <= 32);
         let out = drain(&mut t);
@@ -735,7 +871,7 @@ mod tests {
     #[test]
     fn synack_first_flips_the_initiator() {
         let mut t = FlowTable::new(FlowConfig::default());
-        t.add(&pkt(0.0, 1, 80, 9, 4000, S | A, 60));
+        t.add(&pkt(0.0, 1, 80, 9, 4000, S | A, 60), &[]);
         t.flush(EndReason::Eof);
         let out = drain(&mut t);
         assert!(!out[0].flow.initiator_is_lo, "the SYN+ACK's receiver (10.0.0.9) initiated");
@@ -750,11 +886,11 @@ mod tests {
         for i in 0..6u16 {
             let mut p = pkt(i as f64, 1, 1000 + i, 2, 53, 0, 80);
             p.proto = 17;
-            t.add(&p);
+            t.add(&p, &[]);
         }
         let mut p = pkt(8.0, 1, 1002, 2, 53, 0, 80);
         p.proto = 17;
-        t.add(&p);
+        t.add(&p, &[]);
         // At 13.5 s the flows last seen at 0..3 s are due (not 1002, seen at 8 s).
         t.advance(13 * NS + NS / 2);
         let out: Vec<u16> = drain(&mut t).iter().map(|f| f.key.lo_port.min(f.key.hi_port)).collect();
@@ -772,16 +908,16 @@ mod tests {
         let cfg = FlowConfig { max_flows: 4, idle_timeout_ns: None, active_timeout_ns: None, ..Default::default() };
         let mut t = FlowTable::new(cfg);
         for i in 0..4u16 {
-            t.add(&pkt(i as f64, 1, 1000 + i, 2, 80, S, 60));
+            t.add(&pkt(i as f64, 1, 1000 + i, 2, 80, S, 60), &[]);
         }
         // Touch the oldest: now 1001 is the least recently seen.
-        t.add(&pkt(4.0, 1, 1000, 2, 80, A, 52));
-        t.add(&pkt(5.0, 1, 2000, 2, 80, S, 60));
+        t.add(&pkt(4.0, 1, 1000, 2, 80, A, 52), &[]);
+        t.add(&pkt(5.0, 1, 2000, 2, 80, S, 60), &[]);
         let out = drain(&mut t);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].key.lo_port.max(out[0].key.hi_port), 1001);
         assert_eq!(out[0].reason, EndReason::Evicted);
-        t.add(&pkt(6.0, 1, 2001, 2, 80, S, 60));
+        t.add(&pkt(6.0, 1, 2001, 2, 80, S, 60), &[]);
         let out = drain(&mut t);
         assert_eq!(out[0].key.lo_port.max(out[0].key.hi_port), 1002);
         assert_eq!((t.len(), t.stats.eviction_passes), (4, 2));
@@ -792,10 +928,10 @@ mod tests {
         let cfg = FlowConfig { idle_timeout_ns: Some(10 * NS), active_timeout_ns: None, ..Default::default() };
         let mut t = FlowTable::new(cfg);
         let mut p = pkt(5.0, 1, 1000, 2, 80, S, 60);
-        t.add(&p);
+        t.add(&p, &[]);
         // A packet of another flow stamped earlier than the table's clock.
         p = pkt(1.0, 1, 1001, 2, 80, S, 60);
-        t.add(&p);
+        t.add(&p, &[]);
         // At 11.5 s the flow last seen at 1 s is due, the one at 5 s is not.
         t.advance(11 * NS + NS / 2);
         let out = drain(&mut t);
@@ -813,7 +949,7 @@ mod tests {
         for i in 0..30_000u32 {
             let mut p = pkt(i as f64 * 1e-6, 1, (i % 60_000) as u16, 2, 80, S, 60);
             p.src[2] = (i >> 16) as u8;
-            t.add(&p);
+            t.add(&p, &[]);
         }
         assert_eq!((t.slots.capacity(), t.index.capacity()), (slots, index), "no reallocation while full");
         assert_eq!(t.len(), 10_000);
@@ -837,7 +973,7 @@ mod tests {
             let mut p = pkt(0.5, 1, (i % 60_000) as u16, 2, 53, 0, 80);
             p.proto = 17;
             p.src[2] = (i >> 16) as u8;
-            t.add(&p);
+            t.add(&p, &[]);
         }
         drain(&mut t);
         // One call at 20 s expires at most a budget's worth.
@@ -849,7 +985,7 @@ mod tests {
         let mut p = pkt(20.0, 1, (n - 1) as u16, 2, 53, 0, 80);
         p.proto = 17;
         p.src[2] = ((n - 1) >> 16) as u8;
-        t.add(&p);
+        t.add(&p, &[]);
         let mut total = SWEEP_BUDGET + drain(&mut t).len();
         for _ in 0..4 {
             t.advance(20 * NS);

@@ -163,6 +163,15 @@ pub struct PacketMeta {
     pub icmp_code: u8,
     /// Fragment position.
     pub frag: Frag,
+    /// Offset of the (inner) TCP or UDP payload in the captured frame; with
+    /// `payload_cap` it locates the bytes inspection reads. 0 with
+    /// `payload_cap` 0 when there are none (fragments, other protocols).
+    pub payload_off: u16,
+    /// Captured payload bytes at `payload_off` (at most `payload_len`: no
+    /// Ethernet padding; less when the capture was cut by the snap length).
+    pub payload_cap: u16,
+    /// TCP sequence number (0 for other protocols).
+    pub tcp_seq: u32,
     /// VLAN ids, outermost first.
     pub vlans: [u16; MAX_VLANS],
     /// How many of `vlans` are set.
@@ -234,6 +243,8 @@ type Step = Result<Outcome, Malformed>;
 /// later IP fragments the ports of their first fragment.
 pub struct Decoder {
     frags: Box<[FragSlot]>,
+    /// Address of the frame being decoded (payload offsets are taken from it).
+    base: usize,
     /// Counters.
     pub stats: DecodeStats,
 }
@@ -253,7 +264,7 @@ impl Default for Decoder {
 impl Decoder {
     /// A decoder with empty counters.
     pub fn new() -> Self {
-        Self { frags: vec![FragSlot::default(); FRAG_SLOTS].into_boxed_slice(), stats: DecodeStats::default() }
+        Self { frags: vec![FragSlot::default(); FRAG_SLOTS].into_boxed_slice(), base: 0, stats: DecodeStats::default() }
     }
 
     /// Decode one captured packet. Returns `true` when `meta` describes an IP
@@ -263,6 +274,7 @@ impl Decoder {
         self.stats.packets += 1;
         self.stats.bytes += data.len() as u64;
         *meta = PacketMeta { ts_ns, ..PacketMeta::default() };
+        self.base = data.as_ptr() as usize;
         let extra = (wire_len as usize).saturating_sub(data.len());
         match self.link(link, data, extra, meta) {
             Ok(Outcome::Flow) => true,
@@ -493,13 +505,21 @@ impl Decoder {
                 m.src_port = t.src_port();
                 m.dst_port = t.dst_port();
                 m.tcp_flags = t.flags();
+                m.tcp_seq = t.seq_number();
                 m.payload_len = l4_len.saturating_sub(t.header_len()) as u32;
+                if m.frag != Frag::Later {
+                    self.locate(b.get(t.header_len()..).unwrap_or(&[]), m);
+                }
             }
             IpProtocol::Udp => {
                 let u = UdpPacket::new_checked(b)?;
                 m.src_port = u.src_port();
                 m.dst_port = u.dst_port();
                 m.payload_len = l4_len.saturating_sub(UdpPacket::<&[u8]>::HEADER_LEN) as u32;
+                if m.frag != Frag::Later {
+                    // A first fragment's payload is the start of the datagram (a DNS header and question fit).
+                    self.locate(u.payload(), m);
+                }
                 if !fragment && (m.dst_port == vxlan::PORT) {
                     let v = VxlanPacket::new_checked(u.payload())?;
                     if v.vni_valid() && v.payload().len() >= EthernetFrame::<&[u8]>::HEADER_LEN {
@@ -570,6 +590,23 @@ impl Decoder {
         Ok(Outcome::Flow)
     }
 
+    /// Record where the transport payload `p` (a slice of the frame) lies.
+    fn locate(&self, p: &[u8], m: &mut PacketMeta) {
+        let off = (p.as_ptr() as usize).wrapping_sub(self.base);
+        let cap = p.len().min(m.payload_len as usize);
+        match (u16::try_from(off), u16::try_from(cap)) {
+            (Ok(o), Ok(c)) => (m.payload_off, m.payload_cap) = (o, c),
+            (Ok(o), Err(_)) => (m.payload_off, m.payload_cap) = (o, u16::MAX),
+            _ => (m.payload_off, m.payload_cap) = (0, 0),
+        }
+    }
+
+    /// The payload bytes of a packet decoded from `frame` into `m`.
+    pub fn payload<'f>(frame: &'f [u8], m: &PacketMeta) -> &'f [u8] {
+        let start = usize::from(m.payload_off);
+        frame.get(start..start + usize::from(m.payload_cap)).unwrap_or(&[])
+    }
+
     fn tunnel(
         &mut self,
         kind: TunnelKind,
@@ -590,6 +627,8 @@ impl Decoder {
         m.src_port = 0;
         m.dst_port = 0;
         m.tcp_flags = 0;
+        m.tcp_seq = 0;
+        (m.payload_off, m.payload_cap) = (0, 0);
         m.frag = Frag::None;
         inner(self, m, depth + 1)
     }
