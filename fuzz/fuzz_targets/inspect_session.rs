@@ -40,5 +40,5 @@ fuzz_target!(|data: &[u8]| {
     if let Some(t) = &meta.tls {
         assert!(t.ja4.is_empty() || t.ja4.len() == 36);
     }
-    assert!(meta.sketch.iter().all(|s| s.bytes <= 256 && (0.0..=8.0).contains(&s.entropy)));
+    assert!(meta.sketch.iter().all(|s| s.len() <= 256 && (0.0..=8.0).contains(&s.entropy())));
 });

@@ -101,17 +101,6 @@ pub struct HttpMeta {
     pub status: Option<u16>,
 }
 
-/// A direction's payload sketch, reduced.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct SketchFacts {
-    /// Bytes sketched (at most 256).
-    pub bytes: u16,
-    /// Shannon entropy of the bytes, bits per byte (0–8).
-    pub entropy: f32,
-    /// Fraction of printable ASCII bytes.
-    pub printable: f32,
-}
-
 /// Everything inspection learned about one flow.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FlowMeta {
@@ -131,8 +120,10 @@ pub struct FlowMeta {
     pub ssh_client: Option<BoundedStr<SSH_FIELD>>,
     /// The server's SSH banner.
     pub ssh_server: Option<BoundedStr<SSH_FIELD>>,
-    /// Sketches: client → server, server → client.
-    pub sketch: [SketchFacts; 2],
+    /// Payload sketches (the first bytes kept; entropy and printable
+    /// fraction are computed by whoever reads them, off the packet path):
+    /// client → server, server → client.
+    pub sketch: [PayloadSketch; 2],
 }
 
 /// [`App`] with a default (`unknown`).
@@ -278,6 +269,8 @@ pub struct Work {
     /// The client's bytes did not start with a known protocol (or were an
     /// HTTP CONNECT): look for a ClientHello record further on (SOCKS, proxies).
     scan: bool,
+    /// Bytes of each direction already searched for a hello record.
+    scanned: [usize; 2],
     dissected: Dissected,
 }
 
@@ -294,6 +287,7 @@ impl Work {
             seen: [0; 2],
             dir: [Dir::Open(None); 2],
             scan: false,
+            scanned: [0; 2],
             dissected: Dissected::default(),
         }
     }
@@ -302,10 +296,11 @@ impl Work {
         self.c2s_st = TcpReassemblyState::default();
         self.s2c_st = TcpReassemblyState::default();
         self.quic_st = InitialCryptoState::default();
-        self.sketch = [PayloadSketch::new(), PayloadSketch::new()];
+        self.sketch.iter_mut().for_each(PayloadSketch::clear);
         self.seen = [0; 2];
         self.dir = [Dir::Open(None); 2];
         self.scan = false;
+        self.scanned = [0; 2];
         self.dissected = Dissected::default();
     }
 }
@@ -337,6 +332,17 @@ pub struct Inspector {
     qscratch: Box<[u8; DEFAULT_SCRATCH_BYTES]>,
     /// Counters.
     pub stats: InspectStats,
+}
+
+/// Whether bytes that are no protocol we read may still lead to TLS: a SOCKS
+/// greeting (version 4 or 5) or a text protocol line (STARTTLS in SMTP,
+/// IMAP, POP3, FTP, XMPP). Other binary protocols are decided at once.
+fn may_tunnel(data: &[u8]) -> bool {
+    match data.first() {
+        Some(4 | 5) => true,
+        Some(_) => data.iter().take(4).all(|&b| b.is_ascii_graphic() || b == b' '),
+        None => false,
+    }
 }
 
 fn is_dns_port(p: u16) -> bool {
@@ -418,9 +424,8 @@ impl Inspector {
                 _ => Dir::Done,
             };
         }
-        let spent = |i: usize| w.seen[i] >= self.cfg.packets;
-        let sketched = |i: usize| w.sketch[i].is_full();
-        let decided = (0..2).all(|i| spent(i) || (w.dir[i] == Dir::Done && sketched(i)));
+        // Decided once each direction's parser is done (the sketch keeps what it saw) or its budget is spent.
+        let decided = (0..2).all(|i| w.seen[i] >= self.cfg.packets || w.dir[i] == Dir::Done);
         if decided {
             self.finish(slot, meta);
         }
@@ -436,11 +441,7 @@ impl Inspector {
                 self.stats.fail(f);
             }
             w.dir[d] = Dir::Done;
-            meta.sketch[d] = SketchFacts {
-                bytes: w.sketch[d].len() as u16,
-                entropy: w.sketch[d].entropy(),
-                printable: w.sketch[d].printable_fraction(),
-            };
+            meta.sketch[d].clone_from(&w.sketch[d]);
         }
         meta.app = AppLabel(pick_app(&w.dissected));
         self.free.push(slot);
@@ -474,7 +475,13 @@ fn tcp(w: &mut Work, d: usize, p: &Payload<'_>, meta: &mut FlowMeta, scratch: &m
     let proxy_reply_due = meta.http.is_some_and(|h| h.method == "CONNECT" && h.status.is_none());
     if d == 1 && w.scan && meta.tls_server.is_none() && !(proxy_reply_due && data.starts_with(b"HTTP/")) {
         // The client tunnels (SOCKS, CONNECT, STARTTLS): look for the ServerHello record.
-        let at = data.windows(6).position(|x| x[0] == 0x16 && x[1] == 3 && x[2] <= 4 && x[5] == tls::SERVER_HELLO);
+        // Search only what is new since the last packet (a record header is 6 bytes: back up 5).
+        let from = w.scanned[1].saturating_sub(5).min(data.len());
+        w.scanned[1] = data.len();
+        let at = data[from..]
+            .windows(6)
+            .position(|x| x[0] == 0x16 && x[1] == 3 && x[2] <= 4 && x[5] == tls::SERVER_HELLO)
+            .map(|k| k + from);
         return match at {
             Some(k) => server_hello(&data[k..], full, meta, st, &mut w.dissected, scratch),
             None if full => Dir::Done,
@@ -482,7 +489,9 @@ fn tcp(w: &mut Work, d: usize, p: &Payload<'_>, meta: &mut FlowMeta, scratch: &m
         };
     }
     if d == 0 && w.scan {
-        return match tls::find_client_hello_record(data) {
+        let from = w.scanned[0].saturating_sub(5).min(data.len());
+        w.scanned[0] = data.len();
+        return match tls::find_client_hello_record(&data[from..]).map(|k| k + from) {
             Some(k) => match tls::find_handshake(&data[k..], HandshakeCursor::default(), tls::CLIENT_HELLO, scratch) {
                 Ok(h) => client_hello(ClientHello::parse(h.body), Transport::Tcp, meta, st, &mut w.dissected),
                 Err(e) => settle(st, full, e == TlsError::Incomplete, Fail::Tls(e)),
@@ -540,9 +549,9 @@ fn tcp(w: &mut Work, d: usize, p: &Payload<'_>, meta: &mut FlowMeta, scratch: &m
                 }
                 Dir::Done
             }
-            Err(HttpError::NotHttp) if full => Dir::Done,
+            Err(HttpError::NotHttp) if full || !may_tunnel(data) => Dir::Done,
             Err(HttpError::NotHttp) => {
-                // Not a protocol we know at the start: a ClientHello may follow (SOCKS).
+                // SOCKS or a text protocol (STARTTLS): a ClientHello may follow.
                 w.scan = true;
                 Dir::Open(None)
             }
@@ -560,7 +569,7 @@ fn tcp(w: &mut Work, d: usize, p: &Payload<'_>, meta: &mut FlowMeta, scratch: &m
                 }
                 Dir::Done
             }
-            Err(HttpError::NotHttp) if full => Dir::Done,
+            Err(HttpError::NotHttp) if full || !may_tunnel(data) => Dir::Done,
             // A server that speaks first (IMAP, SMTP) may switch to TLS later.
             Err(HttpError::NotHttp) => Dir::Open(None),
             Err(e) => settle(st, full, e == HttpError::Incomplete, Fail::Http(e)),
@@ -700,9 +709,9 @@ mod tests {
             (h.method.as_str(), h.host.as_str(), h.user_agent.as_str(), h.uri_len),
             ("GET", "example.test", "curl/8", 11)
         );
-        assert!(!ins.packet(slot, &mut meta, &pl(false, 6, 5000, b"HTTP/1.1 404 Not Found\r\n\r\n")));
+        // Both heads read: the flow is decided and its slot goes back.
+        assert!(ins.packet(slot, &mut meta, &pl(false, 6, 5000, b"HTTP/1.1 404 Not Found\r\n\r\n")));
         assert_eq!(meta.http.unwrap().status, Some(404));
-        ins.finish(slot, &mut meta);
         assert_eq!(meta.app.0, App::Http);
         assert_eq!(ins.in_use(), 0);
         assert_eq!(ins.stats.parsed[3], 2);
@@ -730,15 +739,36 @@ mod tests {
         let q: &'static [u8] = Box::leak(Box::new(q));
         let a: &'static [u8] = Box::leak(Box::new(a));
         assert!(!ins.packet(slot, &mut meta, &p(true, q)));
-        assert!(!ins.packet(slot, &mut meta, &p(false, a)));
-        // Budget of two per direction: the second packets decide it.
-        assert!(!ins.packet(slot, &mut meta, &p(true, q)));
+        // Query and response read: decided.
         assert!(ins.packet(slot, &mut meta, &p(false, a)));
         let d = meta.dns.unwrap();
         assert_eq!((d.qname.as_str(), d.qtype, d.rcode, d.answers), ("www", 16, Some(3), Some(0)));
         assert_eq!(meta.app.0, App::Dns);
         assert_eq!(ins.in_use(), 0);
-        assert!(meta.sketch[0].bytes > 0 && meta.sketch[0].entropy > 0.0);
+        assert!(!meta.sketch[0].is_empty() && meta.sketch[0].entropy() > 0.0);
+        // A text protocol stays open (STARTTLS may follow) until its budget of two per direction is spent.
+        let slot = ins.acquire().unwrap();
+        let mut meta = FlowMeta::default();
+        let u = |fwd, seq, data: &'static [u8]| Payload {
+            forward: fwd,
+            proto: 6,
+            client_port: 5000,
+            server_port: 7000,
+            tcp_seq: seq,
+            data,
+        };
+        assert!(!ins.packet(slot, &mut meta, &u(true, 1, b"a001 CAPABILITY\r\n")));
+        assert!(!ins.packet(slot, &mut meta, &u(false, 100, b"* OK ready\r\n")));
+        assert!(!ins.packet(slot, &mut meta, &u(true, 18, b"a002 NOOP\r\n")));
+        assert!(ins.packet(slot, &mut meta, &u(false, 112, b"* OK\r\n")));
+        assert_eq!(meta.app.0, App::Unknown);
+        // A binary protocol is decided after one packet each way.
+        let slot = ins.acquire().unwrap();
+        let mut meta = FlowMeta::default();
+        assert!(!ins.packet(slot, &mut meta, &u(true, 1, b"\x01\x02\x00\x00")));
+        assert!(ins.packet(slot, &mut meta, &u(false, 100, b"\x00\x07\x00\x00")));
+        assert_eq!(meta.app.0, App::Unknown);
+        assert_eq!(ins.in_use(), 0);
     }
 
     #[test]

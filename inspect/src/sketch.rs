@@ -1,5 +1,6 @@
 //! A payload sketch of the first [`SKETCH_BYTES`] payload bytes of one
-//! direction, updated packet by packet without allocation.
+//! direction, updated packet by packet without allocation (the bytes are
+//! kept; the statistics are computed once, when asked).
 //!
 //! - **entropy**: Shannon entropy of the byte values, in bits per byte (0..=8).
 //! - **printable fraction**: share of bytes that are printable ASCII
@@ -15,14 +16,13 @@ pub const SKETCH_BYTES: usize = 256;
 /// Number of bigram buckets.
 pub const BUCKETS: usize = 16;
 
-/// The running sketch of one direction.
-#[derive(Debug, Clone)]
+/// The running sketch of one direction: the first [`SKETCH_BYTES`] bytes
+/// are kept (a copy per packet, nothing per byte); the statistics are
+/// computed when asked, once per flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PayloadSketch {
-    counts: [u16; 256],
-    bigrams: [u16; BUCKETS],
+    bytes: [u8; SKETCH_BYTES],
     seen: u16,
-    printable: u16,
-    last: Option<u8>,
 }
 
 impl Default for PayloadSketch {
@@ -41,33 +41,46 @@ pub fn fnv1a_pair(a: u8, b: u8) -> u32 {
     h
 }
 
+/// `c · log2(c)` for c in 0..=256, for the entropy without a logarithm per value.
+fn clog2c(c: usize) -> f64 {
+    CLOG2C.get(c).copied().unwrap_or(0.0)
+}
+
+static CLOG2C: std::sync::LazyLock<[f64; SKETCH_BYTES + 1]> = std::sync::LazyLock::new(|| {
+    let mut t = [0f64; SKETCH_BYTES + 1];
+    for (i, v) in t.iter_mut().enumerate().skip(1) {
+        *v = i as f64 * (i as f64).log2();
+    }
+    t
+});
+
 impl PayloadSketch {
     /// An empty sketch.
     pub const fn new() -> Self {
-        PayloadSketch { counts: [0; 256], bigrams: [0; BUCKETS], seen: 0, printable: 0, last: None }
+        PayloadSketch { bytes: [0; SKETCH_BYTES], seen: 0 }
+    }
+
+    /// Forget what was taken (the buffer is reused).
+    pub fn clear(&mut self) {
+        self.seen = 0;
     }
 
     /// Adds a packet's payload; bytes past the first [`SKETCH_BYTES`] are ignored.
     /// Returns how many bytes were taken.
     pub fn update(&mut self, payload: &[u8]) -> usize {
-        let room = SKETCH_BYTES.saturating_sub(usize::from(self.seen));
-        let take = payload.get(..payload.len().min(room)).unwrap_or(&[]);
-        for &b in take {
-            if let Some(c) = self.counts.get_mut(usize::from(b)) {
-                *c += 1;
-            }
-            if (0x20..=0x7e).contains(&b) || matches!(b, b'\t' | b'\n' | b'\r') {
-                self.printable += 1;
-            }
-            if let Some(a) = self.last {
-                if let Some(c) = self.bigrams.get_mut(fnv1a_pair(a, b) as usize % BUCKETS) {
-                    *c += 1;
-                }
-            }
-            self.last = Some(b);
-            self.seen += 1;
+        let at = usize::from(self.seen).min(SKETCH_BYTES);
+        let take = payload.len().min(SKETCH_BYTES - at);
+        if let (Some(dst), Some(src)) = (self.bytes.get_mut(at..at + take), payload.get(..take)) {
+            dst.copy_from_slice(src);
+            self.seen += take as u16;
+            take
+        } else {
+            0
         }
-        take.len()
+    }
+
+    fn taken(&self) -> &[u8] {
+        self.bytes.get(..usize::from(self.seen)).unwrap_or(&[])
     }
 
     /// Bytes taken so far (at most [`SKETCH_BYTES`]).
@@ -85,44 +98,55 @@ impl PayloadSketch {
         usize::from(self.seen) >= SKETCH_BYTES
     }
 
-    /// Shannon entropy of the bytes in bits per byte (0 when empty).
+    /// Shannon entropy of the bytes in bits per byte (0 when empty):
+    /// `log2(n) - Σ c·log2(c) / n` over the byte-value counts.
     pub fn entropy(&self) -> f32 {
-        if self.seen == 0 {
+        let b = self.taken();
+        if b.is_empty() {
             return 0.0;
         }
-        let n = f64::from(self.seen);
-        let h: f64 = self
-            .counts
-            .iter()
-            .filter(|&&c| c > 0)
-            .map(|&c| {
-                let p = f64::from(c) / n;
-                -p * p.log2()
-            })
-            .sum();
-        h as f32
+        let mut counts = [0u16; 256];
+        for &x in b {
+            counts[usize::from(x)] += 1;
+        }
+        let n = b.len();
+        // Eight independent sums: no chain of dependent additions.
+        let mut acc = [0f64; 8];
+        for ch in counts.chunks_exact(8) {
+            for (a, &c) in acc.iter_mut().zip(ch) {
+                *a += clog2c(usize::from(c));
+            }
+        }
+        let sum: f64 = acc.iter().sum();
+        ((n as f64).log2() - sum / n as f64).max(0.0) as f32
     }
 
     /// Share of printable bytes (0 when empty).
     pub fn printable_fraction(&self) -> f32 {
-        if self.seen == 0 {
-            0.0
-        } else {
-            f32::from(self.printable) / f32::from(self.seen)
+        let b = self.taken();
+        if b.is_empty() {
+            return 0.0;
         }
+        let p = b.iter().filter(|&&x| (0x20..=0x7e).contains(&x) || matches!(x, b'\t' | b'\n' | b'\r')).count();
+        p as f32 / b.len() as f32
     }
 
     /// Raw bigram bucket counts (they sum to `len() - 1`, or 0).
     pub fn bigram_counts(&self) -> [u16; BUCKETS] {
-        self.bigrams
+        let mut out = [0u16; BUCKETS];
+        for w in self.taken().windows(2) {
+            out[fnv1a_pair(w[0], w[1]) as usize % BUCKETS] += 1;
+        }
+        out
     }
 
     /// Bigram bucket counts as fractions summing to 1 (all zeros with no pair).
     pub fn bigram_fractions(&self) -> [f32; BUCKETS] {
-        let total: u32 = self.bigrams.iter().map(|&c| u32::from(c)).sum();
+        let counts = self.bigram_counts();
+        let total: u32 = counts.iter().map(|&c| u32::from(c)).sum();
         let mut out = [0f32; BUCKETS];
         if total > 0 {
-            for (o, &c) in out.iter_mut().zip(self.bigrams.iter()) {
+            for (o, &c) in out.iter_mut().zip(counts.iter()) {
                 *o = f32::from(c) / total as f32;
             }
         }

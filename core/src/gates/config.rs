@@ -10,7 +10,7 @@ pub struct ScoreGate {
     /// Mode (default `enforce`).
     pub mode: Mode,
     /// Lowest score promoted, in [0, 65504] (default 0.5; the bundled model's
-    /// score is a calibrated attack probability and its card suggests 0.300).
+    /// score is a calibrated attack probability and its card suggests 0.306).
     pub threshold: f64,
 }
 
