@@ -236,3 +236,41 @@ fn info_follows_its_flow_and_absent_info_costs_nothing() {
     assert!(back.windows(2).all(|w| w[0].index < w[1].index), "ordered by index");
     assert!(read_info(b.build(&meta(), &flows)).unwrap().is_empty());
 }
+
+/// A bare (version-1 framing) FlowBatch with one IPv4 flow and one info record.
+fn batch_with_info(index: u32, app: u8, name: &str) -> Vec<u8> {
+    let mut fbb = FlatBufferBuilder::new();
+    let sid = fbb.create_string("s");
+    let n = fbb.create_string(name);
+    let info =
+        fb::FlowInfo::create(&mut fbb, &fb::FlowInfoArgs { index, app, server_name: Some(n), ..Default::default() });
+    let info = fbb.create_vector(&[info]);
+    let c = fb::FlowCommon::new(0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 2, 0, 0, 6, 0, 0, 0, &[0; 32]);
+    let flows4 = fbb.create_vector(&[fb::Flow4::new(&[10, 0, 0, 1], &[10, 0, 0, 2], &c)]);
+    let root = fb::FlowBatch::create(
+        &mut fbb,
+        &fb::FlowBatchArgs {
+            sensor_id: Some(sid),
+            seq: 1,
+            schema_version: 1,
+            scale: 1.0 / 127.0,
+            flows4: Some(flows4),
+            info: Some(info),
+            ..Default::default()
+        },
+    );
+    fb::finish_flow_batch_buffer(&mut fbb, root);
+    fbb.finished_data().to_vec()
+}
+
+#[test]
+fn bad_info_is_refused_with_its_reason() {
+    let ok = read_info(&batch_with_info(0, 1, "example.com")).unwrap();
+    assert_eq!((ok[0].index, ok[0].app, ok[0].server_name.as_str()), (0, 1, "example.com"));
+    let e = read_info(&batch_with_info(1, 1, "x")).unwrap_err().to_string();
+    assert!(e.contains("info names flow 1 of a batch of 1"), "{e}");
+    let e = read_info(&batch_with_info(0, 6, "x")).unwrap_err().to_string();
+    assert!(e.contains("app label 6"), "{e}");
+    let e = read_info(&batch_with_info(0, 1, &"a".repeat(MAX_INFO_STR + 1))).unwrap_err().to_string();
+    assert!(e.contains("256-byte info string"), "{e}");
+}
