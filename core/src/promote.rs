@@ -4,7 +4,9 @@
 //! commit, keep the configuration's versions, and answer admin commands.
 use crate::admin::AdminCommand;
 use crate::gates::engine::SensorStatus;
-use crate::gates::{BatchDecisions, DriftReference, GateEngine, GatesConfig, Mode, Verdict};
+use crate::gates::{
+    BatchDecisions, DriftReference, GateEngine, GatesConfig, Mode, ShadowReport, ShadowRun, ShadowState, Verdict,
+};
 use crate::ledger::{Cursor, LedgerError, LedgerHead, LedgerWriter};
 use crate::store::Store;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -57,7 +59,11 @@ pub struct Prepared {
     promoted: u64,
     held: u64,
     alerts: u64,
+    shadows: Vec<(u64, ShadowReport)>,
 }
+
+/// Live shadow runs kept at once (running or finished, not yet taken).
+pub const MAX_SHADOW_RUNS: usize = 8;
 
 /// The engine, its configuration history and the ledger.
 #[derive(Debug)]
@@ -67,6 +73,7 @@ pub struct Promotion {
     head: LedgerHead,
     writer: LedgerWriter,
     metrics: GateMetrics,
+    shadows: Vec<ShadowRun>,
 }
 
 fn mix(mut x: u64) -> u64 {
@@ -169,7 +176,7 @@ impl Promotion {
             );
         }
         store.ledger_appended(head.seq)?;
-        let mut p = Promotion { engine, versions, head, writer, metrics: GateMetrics::default() };
+        let mut p = Promotion { engine, versions, head, writer, metrics: GateMetrics::default(), shadows: Vec::new() };
         if p.versions.last().map(|(_, c, _)| c) != Some(&cfg) {
             // Start-up entries carry the latest batch time (deterministic), not the wall clock.
             let t = p.engine.status().iter().map(|s| s.time_ns).max().unwrap_or(0);
@@ -216,6 +223,9 @@ impl Promotion {
         })?;
         self.engine.set_config(cfg.clone());
         self.versions.push((v, cfg, cause));
+        for run in &mut self.shadows {
+            run.live_changed(v);
+        }
         self.metrics.config_version = v;
         self.after(store, c);
         Ok(v)
@@ -257,6 +267,13 @@ impl Promotion {
             load_sensor(&mut self.engine, tx, sensor)?;
         }
         let bd = self.engine.decide(sensor, flows);
+        let mut shadows = Vec::new();
+        for run in self.shadows.iter_mut().filter(|r| r.state == ShadowState::Running) {
+            if !run.engine_mut().is_loaded(sensor) {
+                load_sensor(run.engine_mut(), tx, sensor)?;
+            }
+            shadows.push((run.id, run.decide(sensor, seq, flows, &bd)));
+        }
         let cfg = self.engine.config();
         let version = self.version();
         let t = bd.time_ns;
@@ -375,6 +392,7 @@ impl Promotion {
             promoted,
             held,
             alerts: bd.alerts.len() as u64,
+            shadows,
         })
     }
 
@@ -391,12 +409,46 @@ impl Promotion {
             *self.metrics.alerts.entry(p.sensor.clone()).or_default() += p.alerts;
         }
         self.metrics.status = self.engine.status();
+        for (id, r) in p.shadows {
+            if let Some(run) = self.shadows.iter_mut().find(|s| s.id == id) {
+                run.commit(r);
+            }
+        }
+    }
+
+    /// Start a live shadow run of `proposed` over the next `batches` stored
+    /// batches. Refused when [`MAX_SHADOW_RUNS`] are running; the oldest
+    /// finished run makes room otherwise.
+    pub fn start_shadow(&mut self, id: u64, batches: u64, proposed: GatesConfig) -> Result<(), String> {
+        if self.shadows.len() >= MAX_SHADOW_RUNS {
+            match self.shadows.iter().position(|r| r.state != ShadowState::Running) {
+                Some(i) => {
+                    self.shadows.remove(i);
+                }
+                None => return Err(format!("{MAX_SHADOW_RUNS} proposals are being evaluated already")),
+            }
+        }
+        self.shadows.push(ShadowRun::new(id, self.version(), batches, &self.engine, proposed));
+        Ok(())
+    }
+
+    /// A shadow run by proposal id.
+    pub fn shadow(&self, id: u64) -> Option<&ShadowRun> {
+        self.shadows.iter().find(|r| r.id == id)
+    }
+
+    /// Drop a shadow run (its proposal was applied).
+    pub fn end_shadow(&mut self, id: u64) {
+        self.shadows.retain(|r| r.id != id);
     }
 
     /// The batch's transaction failed: forget the sensor's state in memory
     /// (it is loaded again from what was committed).
     pub fn failed(&mut self, sensor: &str) {
         self.engine.forget(sensor);
+        for run in &mut self.shadows {
+            run.forget(sensor);
+        }
     }
 
     /// Record a generic action (admin or agent) in the ledger.

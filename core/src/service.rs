@@ -991,6 +991,9 @@ pub enum ServeError {
     /// A thread could not be started.
     #[error("cannot start the core: {0}")]
     Start(std::io::Error),
+    /// The MCP port's certificate or key does not load.
+    #[error("the MCP port's TLS certificate or key: {0}")]
+    McpTls(String),
     /// The gates or the ledger could not start.
     #[error(transparent)]
     Gates(#[from] PromoteError),
@@ -1073,17 +1076,25 @@ pub fn serve(listen: SocketAddr, cfg: CoreConfig) -> Result<CoreHandle, ServeErr
     };
     let agent_listener = match &cfg.agent {
         Some(a) => {
-            if !a.addr.ip().is_loopback() && !cfg.allow_plaintext {
+            let mut a = a.clone();
+            if a.tls.is_none() {
+                a.tls = cfg.tls.clone();
+            }
+            let tls = match &a.tls {
+                Some((cert, key)) => Some(crate::agent::tls_acceptor(cert, key).map_err(ServeError::McpTls)?),
+                None => None,
+            };
+            if tls.is_none() && !a.addr.ip().is_loopback() && !cfg.allow_plaintext {
                 return Err(ServeError::Plaintext(a.addr));
             }
             let l = std::net::TcpListener::bind(a.addr).map_err(|error| ServeError::Listen { addr: a.addr, error })?;
             l.set_nonblocking(true).map_err(ServeError::Start)?;
-            Some((l, a.clone()))
+            Some((l, a, tls))
         }
         None => None,
     };
     let mcp_addr = match &agent_listener {
-        Some((l, _)) => Some(l.local_addr().map_err(ServeError::Start)?),
+        Some((l, _, _)) => Some(l.local_addr().map_err(ServeError::Start)?),
         None => None,
     };
     let agent_db = cfg.db.clone();
@@ -1149,12 +1160,12 @@ pub fn serve(listen: SocketAddr, cfg: CoreConfig) -> Result<CoreHandle, ServeErr
                 } else {
                     drop((admin_tx, admin_rx, store_tx_admin));
                 }
-                if let Some((l, acfg)) = agent_listener {
+                if let Some((l, acfg, tls)) = agent_listener {
                     match tokio::net::TcpListener::from_std(l) {
                         Ok(l) => {
                             let (jobs_tx, mut jobs_rx) = mpsc::channel::<crate::agent::AgentJob>(16);
                             let agent = crate::agent::Agent::new(acfg, agent_db, agent_ledger, c2.clone(), jobs_tx);
-                            tokio::spawn(async move { crate::agent::serve_mcp(l, agent).await });
+                            tokio::spawn(async move { crate::agent::serve_mcp(l, agent, tls).await });
                             // Agent jobs run on the store thread, in order with batches.
                             tokio::spawn(async move {
                                 while let Some(j) = jobs_rx.recv().await {

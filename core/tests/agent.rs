@@ -155,9 +155,18 @@ fn core_cfg(d: &Path, limits: AgentLimits) -> CoreConfig {
 }
 
 fn run_client(mode: &str, url: &str, out: &Path) -> Value {
+    run_client_with(mode, url, out, None)
+}
+
+fn run_client_with(mode: &str, url: &str, out: &Path, ca: Option<&Path>) -> Value {
     let py = python();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/agent_client.py");
-    let o = std::process::Command::new(py).arg(script).args([mode, url, OBS, MUT]).arg(out).output().unwrap();
+    let mut cmd = std::process::Command::new(py);
+    cmd.arg(script).args([mode, url, OBS, MUT]).arg(out);
+    if let Some(ca) = ca {
+        cmd.env("WIREFOLD_MCP_CA", ca);
+    }
+    let o = cmd.output().unwrap();
     assert!(
         o.status.success(),
         "agent_client.py {mode} failed:\n{}\n{}",
@@ -232,7 +241,7 @@ async fn an_mcp_client_observes_proposes_applies_and_rolls_back() {
 
     // tools/list: every tool with both schemas.
     let tools = res["tools"].as_object().unwrap();
-    assert_eq!(tools.len(), 12, "{:?}", tools.keys().collect::<Vec<_>>());
+    assert_eq!(tools.len(), 13, "{:?}", tools.keys().collect::<Vec<_>>());
     let calls = &res["calls"];
 
     // list_sensors = the sensors table.
@@ -401,6 +410,7 @@ async fn an_mcp_client_observes_proposes_applies_and_rolls_back() {
     let mu = &res["mutate"];
     assert!((mu["threshold_after_apply"].as_f64().unwrap() - 0.9).abs() < 1e-6, "{}", mu["threshold_after_apply"]);
     assert_eq!(mu["threshold_after_rollback"].as_f64().unwrap(), 0.5);
+    assert_eq!(mu["propose"]["status"], "done");
     assert_eq!(mu["propose"]["evaluation"]["batches"], 10);
     assert_eq!(mu["propose"]["evaluation"]["flows"], 1000);
     assert!(mu["propose"]["newly_held"].as_u64().unwrap() > 0, "{}", mu["propose"]);
@@ -489,5 +499,116 @@ async fn limits_refuse_with_a_retry_hint_and_are_recorded() {
     // Ingest carries on.
     send_all(core.addr, "edge-2-token", &batches("edge-2", 2, 1, 9)).await;
     assert_eq!(Store::open(&db, false).unwrap().flow_count("edge-2").unwrap(), 100);
+    core.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_proposal_is_evaluated_in_shadow_over_new_batches_on_a_tls_port() {
+    python();
+    let d = dir("live");
+    let db = d.join("core.db");
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let ca = d.join("ca.pem");
+    std::fs::write(&ca, ck.cert.pem()).unwrap();
+    let mut cfg = core_cfg(&d, AgentLimits { calls_per_s: 1000.0, burst: 1000.0, ..Default::default() });
+    cfg.agent.as_mut().unwrap().tls = Some((ck.cert.pem().into_bytes(), ck.signing_key.serialize_pem().into_bytes()));
+    let core = serve("127.0.0.1:0".parse().unwrap(), cfg).unwrap();
+    let all = batches("edge-1", 1, 23, 0x9e3779b97f4a7c15);
+    send_all(core.addr, "edge-1-token", &all[..15]).await;
+    let mcp = core.mcp_addr.unwrap();
+
+    // Plain HTTP to the TLS port gets no HTTP answer (the handshake fails, counted).
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut t = tokio::net::TcpStream::connect(mcp).await.unwrap();
+        t.write_all(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\n{}").await.unwrap();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), t.read_to_end(&mut buf)).await;
+        assert!(!buf.starts_with(b"HTTP/"), "{}", String::from_utf8_lossy(&buf));
+    }
+
+    let url = format!("https://127.0.0.1:{}/mcp", mcp.port());
+    let out = d.join("live.json");
+    let (o2, ca2) = (out.clone(), ca.clone());
+    let client = tokio::task::spawn_blocking(move || run_client_with("live", &url, &o2, Some(&ca2)));
+    // Once the proposal is made, new batches arrive.
+    let ready = PathBuf::from(format!("{}.ready", out.display()));
+    let t0 = std::time::Instant::now();
+    while !ready.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the client did not propose");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    send_all(core.addr, "edge-1-token", &all[15..]).await;
+    let res = client.await.unwrap();
+    let c = rusqlite::Connection::open(&db).unwrap();
+
+    // Made while no batch arrived: evaluating, nothing seen; apply refused with a hint.
+    assert_eq!(res["propose"]["status"], "evaluating", "{}", res["propose"]);
+    assert_eq!(res["propose"]["evaluation"]["batches"], 0);
+    let early = text_of(&res["apply_early"]);
+    assert!(early.contains("still being evaluated: 0 of 5 batches") && early.contains("retry after"), "{early}");
+    assert_eq!(res["status_early"]["result"]["status"], "evaluating");
+
+    // Done after the next 5 stored batches: seqs 16..=20, 500 flows.
+    let st = &res["status"]["result"];
+    assert_eq!(st["status"], "done", "{st}");
+    let ev = &st["evaluation"];
+    assert_eq!(
+        (ev["batches"].as_u64(), ev["batches_wanted"].as_u64(), ev["flows"].as_u64()),
+        (Some(5), Some(5), Some(500))
+    );
+    let seqs: Vec<i64> = ev["batches_decided"].as_array().unwrap().iter().map(|b| b["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, [16, 17, 18, 19, 20]);
+    // The live side is what the core decided and stored for those batches.
+    let live_promoted: i64 = c
+        .query_row("SELECT COUNT(*) FROM decisions WHERE sensor_id = 'edge-1' AND seq BETWEEN 16 AND 20 AND verdict = 'promoted'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(st["live"]["promoted"].as_i64().unwrap(), live_promoted);
+    assert_eq!(st["live"]["promoted"].as_u64().unwrap() + st["live"]["held"].as_u64().unwrap(), 500);
+    assert_eq!(st["proposed"]["promoted"].as_u64().unwrap() + st["proposed"]["held"].as_u64().unwrap(), 500);
+    // A stricter score threshold holds flows the live gates promoted, and says why.
+    assert!(st["newly_held"].as_u64().unwrap() > 0, "{st}");
+    let ex = st["examples"].as_array().unwrap();
+    assert!(!ex.is_empty());
+    for x in ex {
+        let v: String = c
+            .query_row(
+                "SELECT verdict FROM decisions WHERE sensor_id = ?1 AND seq = ?2 AND idx = ?3",
+                rusqlite::params![
+                    x["sensor_id"].as_str().unwrap(),
+                    x["seq"].as_i64().unwrap(),
+                    x["idx"].as_i64().unwrap()
+                ],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(x["live"].as_str().unwrap(), v, "{x}");
+        if x["proposed_gate"] == "score" {
+            assert!(x["score"].as_f64().unwrap() < 0.9, "{x}");
+        }
+    }
+    // Applied once done: a new configuration version.
+    assert!(res["apply"].get("result").is_some(), "{}", res["apply"]);
+    assert!((res["after"]["config"]["score"]["threshold"].as_f64().unwrap() - 0.9).abs() < 1e-6);
+    let tls_fail: f64 = res["tls_metric"]["samples"][0]["value"].as_f64().unwrap();
+    assert!(tls_fail >= 1.0, "{}", res["tls_metric"]);
+    let acts = ledger_actions(&db);
+    let outcomes: Vec<(&str, &str)> = acts
+        .iter()
+        .filter(|a| a["agent"] == "ops")
+        .map(|a| (a["tool"].as_str().unwrap(), a["outcome"].as_str().unwrap()))
+        .filter(|(t, _)| *t != "gate_status" && *t != "metrics_snapshot")
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("propose_gate_change", "ok"),
+            ("apply_proposal", "refused"),
+            ("proposal_status", "ok"),
+            ("proposal_status", "ok"),
+            ("apply_proposal", "ok")
+        ]
+    );
+    assert_eq!(Store::open(&db, false).unwrap().flow_count("edge-1").unwrap(), 2300);
     core.stop();
 }

@@ -5,11 +5,16 @@ MODE main:   initialize, tools/list (schemas), every observe tool (results
              validated against the declared output schemas with jsonschema),
              bad input, propose -> apply -> rollback.
 MODE limits: rate limit, mutation budget, query time budget.
+MODE live:   over TLS (CA file in WIREFOLD_MCP_CA): a proposal evaluated live
+             in shadow over the next batches, refused while evaluating, then
+             applied.
 Writes what it saw as JSON to OUT.json for the Rust side to compare with SQLite.
 """
 import asyncio
 import contextlib
 import json
+import os
+import ssl
 import sys
 
 try:
@@ -22,14 +27,16 @@ from mcp.client.streamable_http import streamable_http_client
 
 OBSERVE_TOOLS = [
     "list_sensors", "query_flows", "top_talkers", "recent_anomalies", "similar_flows",
-    "gate_status", "explain_decision", "verify_ledger", "metrics_snapshot",
+    "gate_status", "explain_decision", "verify_ledger", "metrics_snapshot", "proposal_status",
 ]
 MUTATE_TOOLS = ["propose_gate_change", "apply_proposal", "rollback_gates"]
 
 
 def client(token):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(30.0, read=60.0))
+    ca = os.environ.get("WIREFOLD_MCP_CA")
+    verify = ssl.create_default_context(cafile=ca) if ca else True
+    return httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(30.0, read=90.0), verify=verify)
 
 
 class Session:
@@ -131,7 +138,7 @@ async def main_mode(url, obs, mut, out):
     async with Session(url, mut) as s:
         st = (await s.call("gate_status", {}))["result"]
         base = st["version"]
-        p = await s.call("propose_gate_change", {"gate": "score", "key": "threshold", "value": 0.9, "batches": 10})
+        p = await s.call("propose_gate_change", {"gate": "score", "key": "threshold", "value": 0.9, "batches": 10, "over": "stored"})
         assert "result" in p, p
         a = await s.call("apply_proposal", {"proposal_id": p["result"]["proposal_id"]})
         assert "result" in a, a
@@ -163,6 +170,23 @@ async def limits_mode(url, obs, mut, out):
     json.dump(res, open(out, "w"), indent=1)
 
 
+async def live_mode(url, obs, mut, out):
+    res = {}
+    async with Session(url, mut) as s:
+        p = await s.call("propose_gate_change", {"gate": "score", "key": "threshold", "value": 0.9, "batches": 5})
+        assert "result" in p, p
+        res["propose"] = p["result"]
+        pid = p["result"]["proposal_id"]
+        res["apply_early"] = await s.call("apply_proposal", {"proposal_id": pid})
+        res["status_early"] = await s.call("proposal_status", {"proposal_id": pid})
+        open(out + ".ready", "w").close()  # the test sends batches now
+        res["status"] = await s.call("proposal_status", {"proposal_id": pid, "wait_ms": 60000})
+        res["apply"] = await s.call("apply_proposal", {"proposal_id": pid})
+        res["after"] = (await s.call("gate_status", {}))["result"]
+        res["tls_metric"] = (await s.call("metrics_snapshot", {"prefix": "wirefold_core_agent_tls"}))["result"]
+    json.dump(res, open(out, "w"), indent=1)
+
+
 if __name__ == "__main__":
     mode, url, obs, mut, out = sys.argv[1:6]
-    asyncio.run({"main": main_mode, "limits": limits_mode}[mode](url, obs, mut, out))
+    asyncio.run({"main": main_mode, "limits": limits_mode, "live": live_mode}[mode](url, obs, mut, out))

@@ -236,7 +236,7 @@ struct CoreArgs {
     /// Testing aid: wait this many milliseconds before storing each batch.
     #[arg(long, value_name = "MS", hide = true)]
     store_delay_ms: Option<u64>,
-    /// Serve the agent API (MCP over Streamable HTTP) at http://ADDR/mcp (loopback unless --allow-plaintext).
+    /// Serve the agent API (MCP over Streamable HTTP) at http://ADDR/mcp, or https:// with --tls-cert/--tls-key (plain HTTP only on loopback unless --allow-plaintext).
     #[arg(long, value_name = "ADDR", requires = "agent_tokens")]
     mcp: Option<std::net::SocketAddr>,
     /// Agent tokens file (mode 0600): one `AGENT_ID SCOPE TOKEN` per line, SCOPE observe or mutate.

@@ -29,7 +29,7 @@ pub mod schema;
 mod server;
 pub mod tools;
 
-pub use server::serve_mcp;
+pub use server::{serve_mcp, tls_acceptor};
 
 /// Work for the store thread: it owns the store and the gates.
 pub type AgentJob = Box<dyn FnOnce(&mut Store, &mut Promotion) + Send>;
@@ -140,18 +140,21 @@ impl Default for AgentLimits {
 /// The agent API's settings (`wirefold core --mcp ADDR --agent-tokens FILE`).
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// Where to listen (loopback, or `--allow-plaintext`).
+    /// Where to listen (loopback, TLS, or `--allow-plaintext`).
     pub addr: SocketAddr,
     /// Who may call.
     pub tokens: AgentTokens,
     /// Limits per agent.
     pub limits: AgentLimits,
+    /// TLS certificate chain and private key (PEM) for the MCP port; `None`
+    /// takes the core's (`CoreConfig::tls`), and plain HTTP when that is unset.
+    pub tls: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl AgentConfig {
     /// Defaults for an address and tokens.
     pub fn new(addr: SocketAddr, tokens: AgentTokens) -> Self {
-        AgentConfig { addr, tokens, limits: AgentLimits::default() }
+        AgentConfig { addr, tokens, limits: AgentLimits::default(), tls: None }
     }
 }
 
@@ -174,6 +177,9 @@ pub struct Proposal {
     pub value: String,
     /// The configuration version it was evaluated against.
     pub base_version: u64,
+    /// Evaluated live (a shadow run on the store thread) rather than by
+    /// replaying stored batches.
+    pub live: bool,
 }
 
 /// The agent API's shared state.
@@ -192,6 +198,8 @@ pub struct Agent {
     nn: Mutex<nn::EmbIndex>,
     /// Calls answered 401 (no or unknown token).
     pub unauthenticated: AtomicU64,
+    /// MCP connections whose TLS handshake failed or timed out.
+    pub tls_failures: AtomicU64,
 }
 
 /// Why a call failed, as the caller sees it.
@@ -295,6 +303,7 @@ impl Agent {
             readers: Mutex::new(Vec::new()),
             nn: Mutex::new(nn::EmbIndex::default()),
             unauthenticated: AtomicU64::new(0),
+            tls_failures: AtomicU64::new(0),
         })
     }
 

@@ -150,8 +150,31 @@ fn plain(status: hyper::StatusCode, msg: &str) -> hyper::Response<Body> {
     r
 }
 
-/// Serve MCP at `/mcp` on `listener` (inside the core's runtime).
-pub async fn serve_mcp(listener: tokio::net::TcpListener, agent: Arc<Agent>) {
+/// A TLS acceptor for the MCP port from a PEM certificate chain and key
+/// (HTTP/1.1 by ALPN; TLS 1.2 and 1.3 with rustls' safe defaults).
+pub fn tls_acceptor(cert: &[u8], key: &[u8]) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(cert).collect::<Result<_, _>>().map_err(|e| format!("certificate: {e}"))?;
+    if certs.is_empty() {
+        return Err("certificate: no CERTIFICATE block in the PEM".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("private key: {e}"))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| e.to_string())?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// Serve MCP at `/mcp` on `listener` (inside the core's runtime), over TLS
+/// when `tls` is given.
+pub async fn serve_mcp(listener: tokio::net::TcpListener, agent: Arc<Agent>, tls: Option<tokio_rustls::TlsAcceptor>) {
     let local = listener.local_addr().ok();
     let defs = Arc::new(tools::tools(agent.limits()));
     let handler = Handler { agent: agent.clone(), defs };
@@ -177,8 +200,9 @@ pub async fn serve_mcp(listener: tokio::net::TcpListener, agent: Arc<Agent>) {
     let mut conns = crate::listen::accept_loop(listener, limits, counters, "wirefold mcp");
     while let Some(c) = conns.recv().await {
         let Ok(conn) = c else { continue };
-        let (mcp, agent) = (mcp.clone(), agent.clone());
+        let (mcp, agent, tls) = (mcp.clone(), agent.clone(), tls.clone());
         tokio::spawn(async move {
+            let counters = agent.clone();
             let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 let (mut mcp, agent) = (mcp.clone(), agent.clone());
                 async move {
@@ -203,12 +227,24 @@ pub async fn serve_mcp(listener: tokio::net::TcpListener, agent: Arc<Agent>) {
                     mcp.call(req).await
                 }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
+            let http = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
                 .max_buf_size(64 << 10)
-                .serve_connection(hyper_util::rt::TokioIo::new(conn), svc)
-                .await;
+                .clone();
+            match tls {
+                None => {
+                    let _ = http.serve_connection(hyper_util::rt::TokioIo::new(conn), svc).await;
+                }
+                Some(acceptor) => match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(conn)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = http.serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+                    }
+                    Ok(Err(_)) | Err(_) => {
+                        counters.tls_failures.fetch_add(1, Relaxed);
+                    }
+                },
+            }
         });
     }
 }

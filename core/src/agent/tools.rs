@@ -3,13 +3,57 @@
 use super::nn::{emb_of, Metric};
 use super::{wall_ns, Agent, AgentLimits, Deadline, Proposal, Scope, ToolError};
 use crate::admin::AdminCommand;
-use crate::gates::{GateEngine, GatesConfig, Verdict};
+use crate::gates::{GateEngine, GatesConfig, ShadowRun, ShadowState, Verdict};
 use rusqlite::types::Value as Sql;
 use rusqlite::Connection;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use wirefold_schema::FlowRec;
+
+/// Longest a proposal call waits for a live evaluation (ms).
+const MAX_WAIT_MS: u64 = 60_000;
+
+/// A live shadow run as the tools report it.
+fn shadow_json(run: &ShadowRun) -> Value {
+    let r = &run.report;
+    let examples: Vec<Value> = r
+        .examples
+        .iter()
+        .map(|x| {
+            json!({"sensor_id": x.sensor, "seq": x.seq, "idx": x.idx, "score": x.score as f64,
+                "live": x.live.name(), "proposed": x.proposed.name(),
+                "proposed_gate": x.proposed_held.as_ref().map(|h| h.0), "proposed_reason": x.proposed_held.as_ref().map(|h| h.1.clone())})
+        })
+        .collect();
+    let decided: Vec<Value> = r.decided.iter().map(|(s, q)| json!({"sensor_id": s, "seq": q})).collect();
+    json!({
+        "base_version": run.base_version,
+        "status": run.state.name(),
+        "evaluation": {"method": "live shadow: the proposed configuration decides each new stored batch beside the live one, from a copy of the live gates' state",
+            "batches": r.batches, "batches_wanted": run.want, "flows": r.flows, "batches_decided": decided},
+        "live": {"promoted": r.live_promoted, "held": r.live_held},
+        "proposed": {"promoted": r.proposed_promoted, "held": r.proposed_held},
+        "newly_promoted": r.newly_promoted, "newly_held": r.newly_held, "examples": examples,
+    })
+}
+
+/// The live shadow run of proposal `id`, waiting up to `wait_ms` for it to finish.
+async fn shadow_status(agent: &Arc<Agent>, id: u64, wait_ms: u64) -> Result<Value, ToolError> {
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(wait_ms.min(MAX_WAIT_MS));
+    loop {
+        let v = agent.on_store(move |_, p| p.shadow(id).map(|r| (r.state, shadow_json(r)))).await?;
+        let Some((state, v)) = v else {
+            return Err(ToolError::NotFound(format!(
+                "proposal_id: no live evaluation of proposal {id} (applied, or pushed out by newer proposals)"
+            )));
+        };
+        if state != ShadowState::Running || std::time::Instant::now() >= until {
+            return Ok(v);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
 
 /// A tool as listed by `tools/list`.
 #[derive(Debug, Clone)]
@@ -242,32 +286,62 @@ pub fn tools(l: &AgentLimits) -> Vec<ToolDef> {
         ),
     });
     let gate_enum = json!({"type": "string", "enum": ["score", "novelty", "burst", "budget", "drift"]});
+    let report = |extra: Value, req: &[&str]| {
+        let mut props = json!({"proposal_id": {"type": "integer"}, "change": {"type": "string"}, "base_version": {"type": "integer"},
+            "status": {"type": "string", "enum": ["evaluating", "done", "stale"], "description": "evaluating: the live shadow run has not yet seen its batches; stale: the live configuration changed first"},
+            "evaluation": {"type": "object", "required": ["method", "batches", "batches_wanted", "flows"], "properties": {"method": {"type": "string"}, "batches": {"type": "integer"}, "batches_wanted": {"type": "integer"}, "flows": {"type": "integer"},
+                "batches_decided": {"type": "array", "items": {"type": "object", "required": ["sensor_id", "seq"], "properties": {"sensor_id": {"type": "string"}, "seq": {"type": "integer"}}}}}},
+            "live": {"type": "object", "required": ["promoted", "held"], "properties": {"promoted": {"type": "integer"}, "held": {"type": "integer"}}},
+            "proposed": {"type": "object", "required": ["promoted", "held"], "properties": {"promoted": {"type": "integer"}, "held": {"type": "integer"}}},
+            "newly_promoted": {"type": "integer"}, "newly_held": {"type": "integer"},
+            "examples": {"type": "array", "items": {"type": "object", "required": ["sensor_id", "seq", "idx", "score", "live", "proposed"],
+                "properties": {"sensor_id": {"type": "string"}, "seq": {"type": "integer"}, "idx": {"type": "integer"}, "score": {"type": "number"},
+                "live": {"type": "string"}, "proposed": {"type": "string"}, "proposed_gate": nullable("string"), "proposed_reason": nullable("string")}}}});
+        if let (Some(p), Some(e)) = (props.as_object_mut(), extra.as_object()) {
+            p.extend(e.clone());
+        }
+        let mut r = vec![
+            "proposal_id",
+            "change",
+            "base_version",
+            "status",
+            "evaluation",
+            "live",
+            "proposed",
+            "newly_promoted",
+            "newly_held",
+            "examples",
+        ];
+        r.extend_from_slice(req);
+        obj(props, &r)
+    };
     t.push(ToolDef {
         name: "propose_gate_change",
-        description: format!("Propose one gate change (`gates.<gate>.<key> = <value>`, e.g. a mode or the score threshold). It is evaluated at once by replaying the last `batches` stored batches (default 20, at most {}) through two fresh gate engines, the live configuration and the proposed one, and reports what the proposal would have promoted or held differently. Changes nothing; returns a proposal id for apply_proposal.", l.max_shadow_batches),
+        description: format!("Propose one gate change (`gates.<gate>.<key> = <value>`, e.g. a mode or the score threshold). With `over: \"live\"` (the default) the proposed configuration runs in shadow beside the live one, from a copy of the live gates' state, over the next `batches` stored batches (default 20, at most {m}); the call returns at once (or after up to `wait_ms`) with status `evaluating`, and `proposal_status` reports the difference once it is `done`. With `over: \"stored\"` the last `batches` stored batches are replayed at once through two fresh engines, the live configuration and the proposed one. Changes nothing; returns a proposal id for apply_proposal.", m = l.max_shadow_batches),
         mutate: false,
         read_only: true,
         input: obj(
             json!({"gate": gate_enum, "key": {"type": "string", "minLength": 1, "maxLength": 32, "description": "mode, threshold, min_distance, per_window, ..."},
                 "value": {"type": ["string", "number", "boolean"], "description": "the new value (modes: enforce, shadow, off)"},
-                "batches": {"type": "integer", "minimum": 1, "maximum": l.max_shadow_batches}}),
+                "batches": {"type": "integer", "minimum": 1, "maximum": l.max_shadow_batches},
+                "over": {"type": "string", "enum": ["live", "stored"], "description": "live (default): shadow the next batches; stored: replay the last ones"},
+                "wait_ms": {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_MS, "description": "live: wait up to this long for the evaluation to finish (default 0)"}}),
             &["gate", "key", "value"],
         ),
-        output: obj(
-            json!({"proposal_id": {"type": "integer"}, "change": {"type": "string"}, "base_version": {"type": "integer"},
-                "evaluation": {"type": "object", "required": ["method", "batches", "flows"], "properties": {"method": {"type": "string"}, "batches": {"type": "integer"}, "flows": {"type": "integer"}}},
-                "live": {"type": "object", "required": ["promoted", "held"], "properties": {"promoted": {"type": "integer"}, "held": {"type": "integer"}}},
-                "proposed": {"type": "object", "required": ["promoted", "held"], "properties": {"promoted": {"type": "integer"}, "held": {"type": "integer"}}},
-                "newly_promoted": {"type": "integer"}, "newly_held": {"type": "integer"},
-                "examples": {"type": "array", "items": {"type": "object", "required": ["sensor_id", "seq", "idx", "score", "live", "proposed"],
-                    "properties": {"sensor_id": {"type": "string"}, "seq": {"type": "integer"}, "idx": {"type": "integer"}, "score": {"type": "number"},
-                    "live": {"type": "string"}, "proposed": {"type": "string"}, "proposed_gate": nullable("string"), "proposed_reason": nullable("string")}}}}),
-            &["proposal_id", "change", "base_version", "evaluation", "live", "proposed", "newly_promoted", "newly_held", "examples"],
-        ),
+        output: report(json!({}), &[]),
+    });
+    t.push(ToolDef {
+        name: "proposal_status",
+        description: "A proposal's evaluation so far: for a live proposal, the batches its shadow run has decided beside the live gates and what it would have promoted or held differently; `done` once it has seen the batches it asked for.".into(),
+        mutate: false,
+        read_only: true,
+        input: obj(json!({"proposal_id": {"type": "integer", "minimum": 1},
+            "wait_ms": {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_MS, "description": "wait up to this long for the evaluation to finish (default 0)"}}), &["proposal_id"]),
+        output: report(json!({}), &[]),
     });
     t.push(ToolDef {
         name: "apply_proposal",
-        description: "Apply a proposal (mutate scope): through the same path as the admin `set`, a new configuration version and a ledger entry. Refused when the configuration changed since the proposal was evaluated. Counts against the agent's mutation budget.".into(),
+        description: "Apply a proposal (mutate scope): through the same path as the admin `set`, a new configuration version and a ledger entry. Refused while a live proposal is still evaluating (with a retry hint) and when the configuration changed since the proposal was made. Counts against the agent's mutation budget.".into(),
         mutate: true,
         read_only: false,
         input: obj(json!({"proposal_id": {"type": "integer", "minimum": 1}}), &["proposal_id"]),
@@ -776,7 +850,8 @@ fn replay(c: &Connection, d: &Deadline, live: GatesConfig, proposed: GatesConfig
         }
     }
     Ok(json!({
-        "evaluation": {"method": "replay of the last stored batches through fresh engines", "batches": batches.len(), "flows": flows_n},
+        "status": "done",
+        "evaluation": {"method": "replay of the last stored batches through fresh engines", "batches": batches.len(), "batches_wanted": n, "flows": flows_n},
         "live": {"promoted": lp, "held": lh}, "proposed": {"promoted": pp, "held": ph},
         "newly_promoted": up, "newly_held": uh, "examples": examples,
     }))
@@ -848,8 +923,9 @@ pub async fn run(
             let prefix = a.get("prefix").and_then(|v| v.as_str()).unwrap_or("").to_string();
             let mut text = agent.counters.exposition().encode();
             text.push_str(&format!(
-                "wirefold_core_agent_unauthenticated_total {}\n",
-                agent.unauthenticated.load(Relaxed)
+                "wirefold_core_agent_unauthenticated_total {}\nwirefold_core_agent_tls_failures_total {}\n",
+                agent.unauthenticated.load(Relaxed),
+                agent.tls_failures.load(Relaxed)
             ));
             let s = parse_exposition(&text, &prefix);
             let n = s.len() as u64;
@@ -883,17 +959,47 @@ pub async fn run(
                     "gates.{gate}.{key} is already {value}: the proposal changes nothing"
                 )));
             }
-            let mut r = agent.read(move |c, d| replay(c, d, live, proposed, n)).await?;
             let id = agent.next_proposal.fetch_add(1, Relaxed);
+            let live_run = a["over"].as_str() != Some("stored");
+            let mut r = if live_run {
+                let started = agent.on_store(move |_, p| {
+                    if p.version() != version {
+                        return Err(format!("the configuration moved to version {} while proposing", p.version()));
+                    }
+                    p.start_shadow(id, n as u64, proposed)
+                });
+                started.await?.map_err(|why| ToolError::Refused { why, retry_after_ms: Some(1000) })?;
+                shadow_status(agent, id, int(&a, "wait_ms").unwrap_or(0) as u64).await?
+            } else {
+                agent.read(move |c, d| replay(c, d, live, proposed, n)).await?
+            };
             let change = format!("gates.{gate}.{key} = {value}");
-            agent
-                .proposals
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id, Proposal { agent: who.to_string(), gate, key, value, base_version: version });
+            agent.proposals.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                id,
+                Proposal { agent: who.to_string(), gate, key, value, base_version: version, live: live_run },
+            );
             r["proposal_id"] = json!(id);
             r["change"] = json!(change);
             r["base_version"] = json!(version);
+            Ok((r, 1))
+        }
+        "proposal_status" => {
+            let id = int(&a, "proposal_id").unwrap_or(0) as u64;
+            let p = agent
+                .proposals
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| ToolError::NotFound(format!("proposal_id: no open proposal {id}")))?;
+            if !p.live {
+                return Err(ToolError::Invalid(format!(
+                    "proposal_id: proposal {id} was evaluated over stored batches when it was made; its result was the propose call's answer"
+                )));
+            }
+            let mut r = shadow_status(agent, id, int(&a, "wait_ms").unwrap_or(0) as u64).await?;
+            r["proposal_id"] = json!(id);
+            r["change"] = json!(format!("gates.{}.{} = {}", p.gate, p.key, p.value));
             Ok((r, 1))
         }
         "apply_proposal" => {
@@ -908,8 +1014,26 @@ pub async fn run(
             let change = format!("gates.{}.{}", p.gate, p.key);
             let (gate, key, value, base) = (p.gate.clone(), p.key.clone(), p.value.clone(), p.base_version);
             let actor = format!("agent:{who}");
+            let live_run = p.live;
             let r = agent
                 .on_store(move |s, pr| {
+                    if live_run {
+                        match pr.shadow(id).map(|r| (r.state, r.report.batches, r.want)) {
+                            Some((ShadowState::Running, seen, want)) => {
+                                return Err(ToolError::Refused {
+                                    why: format!("proposal {id} is still being evaluated: {seen} of {want} batches decided in shadow; see proposal_status"),
+                                    retry_after_ms: Some(1000),
+                                })
+                            }
+                            Some((ShadowState::Done, _, _)) => {}
+                            Some((ShadowState::Stale, _, _)) | None => {
+                                return Err(ToolError::Refused {
+                                    why: format!("proposal {id}'s evaluation no longer holds (the configuration changed, or it was pushed out): propose again"),
+                                    retry_after_ms: None,
+                                })
+                            }
+                        }
+                    }
                     if pr.version() != base {
                         return Err(ToolError::Refused {
                             why: format!(
@@ -920,7 +1044,11 @@ pub async fn run(
                         });
                     }
                     let _ = actor;
-                    pr.admin(s, AdminCommand::Set { gate, key, value }, wall_ns()).map_err(ToolError::Invalid)
+                    let r = pr.admin(s, AdminCommand::Set { gate, key, value }, wall_ns()).map_err(ToolError::Invalid);
+                    if r.is_ok() {
+                        pr.end_shadow(id);
+                    }
+                    r
                 })
                 .await??;
             agent.proposals.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);

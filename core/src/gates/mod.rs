@@ -15,12 +15,14 @@ mod codec;
 pub mod config;
 pub mod drift;
 pub mod engine;
+pub mod shadow;
 
 pub use codec::CodecError;
 pub use config::{ConfigError, GatesConfig, OnDrift};
 pub use drift::{DriftAlert, DriftReference, DriftValues};
 pub use engine::{BatchDecisions, GateEngine, ReservoirWrite};
 use serde::{Deserialize, Serialize};
+pub use shadow::{ShadowReport, ShadowRun, ShadowState};
 use std::fmt;
 
 /// How a gate acts.

@@ -299,3 +299,44 @@ fn a_snapshot_restores_the_engine_exactly() {
     }
     assert!(b.load("s", &[9, 9], &[]).is_err());
 }
+
+#[test]
+fn a_shadow_run_counts_the_differences_of_the_batches_it_is_given() {
+    let mut live_cfg = only(Gate::Score, Mode::Enforce);
+    live_cfg.score.threshold = 0.5;
+    let mut live = GateEngine::new(live_cfg.clone());
+    let batch =
+        |k: u64| -> Vec<FlowRec> { (0..10).map(|i| flow(i as f32 / 10.0, emb(i as i8), 80, (k + 1) * S)).collect() };
+    live.decide("s", &batch(0));
+    let mut same = ShadowRun::new(1, 1, 2, &live, live_cfg.clone());
+    let mut strict_cfg = live_cfg.clone();
+    strict_cfg.score.threshold = 0.8;
+    let mut strict = ShadowRun::new(2, 1, 2, &live, strict_cfg);
+    for k in 1..=3 {
+        let flows = batch(k);
+        let bd = live.decide("s", &flows);
+        let a = same.decide("s", k, &flows, &bd);
+        let b = strict.decide("s", k, &flows, &bd);
+        assert_eq!((a.newly_held, a.newly_promoted), (0, 0));
+        // Scores 0.5, 0.6 and 0.7 pass live and are held under 0.8.
+        assert_eq!((b.live_promoted, b.proposed_promoted, b.newly_held), (5, 2, 3));
+        assert_eq!(b.examples.len(), 3);
+        assert!(b.examples.iter().all(|x| x.proposed_held.as_ref().unwrap().0 == "score"));
+        if k == 2 {
+            // The batch's transaction failed: not counted, state reloaded later.
+            strict.forget("s");
+            continue;
+        }
+        same.commit(a);
+        strict.commit(b);
+    }
+    assert_eq!(same.state, ShadowState::Done);
+    assert_eq!(strict.state, ShadowState::Done);
+    assert_eq!(strict.report.batches, 2);
+    assert_eq!(strict.report.newly_held, 6);
+    assert_eq!(strict.report.decided, [("s".to_string(), 1), ("s".to_string(), 3)]);
+    // A configuration change makes a running run stale.
+    let mut r = ShadowRun::new(3, 1, 5, &live, live_cfg);
+    r.live_changed(2);
+    assert_eq!(r.state, ShadowState::Stale);
+}
