@@ -4,6 +4,7 @@
 # run, file in page cache. Prints medians and ratios.
 #
 #   bench/replay.sh [CAPTURE] [RUNS]
+#   BENCH_TOOLS="wirefold wf-ipfix" bench/replay.sh "" 11   # only those tools
 #
 # Without CAPTURE, builds a 3.16 M-packet capture (bench/make_capture.py) from
 # the developers' corpus next to the checkout if present, else from the
@@ -38,11 +39,14 @@ declare -A CMD=(
     [wirefold]="$WF replay --out /dev/null $CAP"
     [wf-noinsp]="$WF replay --out /dev/null --no-inspect $CAP"
     [wf-ipfix]="$WF replay --out /dev/null --ipfix udp://127.0.0.1:$PORT $CAP"
+    [wf-ipfix-1400]="$WF replay --out /dev/null --ipfix udp://127.0.0.1:$PORT --ipfix-mtu 1400 $CAP"
     [softflowd]="softflowd -r $CAP -n 127.0.0.1:$PORT"
     [nfpcapd]="nfpcapd -r $CAP -w $WORK/nfpcapd"
     [argus]="argus -r $CAP -w /dev/null"
 )
 ORDER=(tcpdump-r wirefold wf-noinsp wf-ipfix softflowd nfpcapd argus)
+# BENCH_TOOLS="wirefold wf-ipfix" runs only those (for a quick ratio).
+if [ -n "${BENCH_TOOLS:-}" ]; then read -r -a ORDER <<<"$BENCH_TOOLS"; fi
 mkdir -p "$WORK/nfpcapd"
 declare -A TIMES CPU STATUS
 for tool in "${ORDER[@]}"; do
@@ -91,6 +95,9 @@ for tool in softflowd nfpcapd argus; do line+=", $tool ${MPPS[$tool]:-n/a}"; don
 line+=", wirefold/tcpdump-r $r_tcpdump, wirefold/best-peer($bestname) $r_peer"
 echo "$line"
 # JSON plus IPFIX export (docs/ipfix.md) against JSON alone, same run.
+if [ -n "${MPPS[wf-ipfix-1400]:-}" ]; then
+    echo "ipfix-1400: wirefold+ipfix --ipfix-mtu 1400 ${MPPS[wf-ipfix-1400]} Mpps, ratio $(echo "scale=3; ${MPPS[wf-ipfix-1400]} / $wf" | bc)"
+fi
 if [ -n "${MPPS[wf-ipfix]:-}" ]; then
     echo "ipfix: wirefold+ipfix ${MPPS[wf-ipfix]} Mpps, wirefold ${wf} Mpps, ratio $(echo "scale=3; ${MPPS[wf-ipfix]} / $wf" | bc) ($(grep -h '^ipfix ' "$WORK/wf-ipfix.err" | tail -1))"
 fi

@@ -53,3 +53,18 @@ pub struct Timeout(pub Option<u64>);
 pub fn parse_timeout(s: &str) -> Result<Timeout, String> {
     parse_duration(s).map(Timeout)
 }
+
+/// `--ipfix-mtu`: a byte count, or `None` for `auto` (the kernel's path MTU).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpfixMtu(pub Option<usize>);
+
+/// Parse `--ipfix-mtu`: `auto` or 576..=65535.
+pub fn parse_ipfix_mtu(s: &str) -> Result<IpfixMtu, String> {
+    if s == "auto" {
+        return Ok(IpfixMtu(None));
+    }
+    match s.parse::<usize>() {
+        Ok(n) if (576..=65535).contains(&n) => Ok(IpfixMtu(Some(n))),
+        _ => Err(format!("'{s}' is neither `auto` nor a byte count from 576 to 65535")),
+    }
+}

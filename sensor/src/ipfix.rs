@@ -29,6 +29,11 @@ use wirefold_inspect::community_id::{community_id, CommunityIdStr, FlowTuple};
 
 /// IPFIX version number in the message header.
 pub const VERSION: u16 = 10;
+/// The largest path MTU `--ipfix-mtu auto` uses (jumbo frames; loopback's
+/// 65,536 would make datagrams some collectors truncate).
+pub const AUTO_MTU_MAX: usize = 9000;
+/// The path MTU assumed when the kernel does not say.
+pub const FALLBACK_MTU: usize = 1400;
 /// Message header length.
 pub const HEADER_LEN: usize = 16;
 /// Set header length.
@@ -510,8 +515,9 @@ pub struct IpfixConfig {
     pub pen: u32,
     /// UDP template re-send interval.
     pub template_refresh: Duration,
-    /// Path MTU for UDP: IP packets never exceed it.
-    pub mtu: usize,
+    /// Path MTU for UDP: IP packets never exceed it. `None`: the kernel's
+    /// path MTU of the route to each collector, at most [`AUTO_MTU_MAX`].
+    pub mtu: Option<usize>,
     /// Whether records carry the embedding and score (the model is loaded).
     pub embedding: bool,
 }
@@ -539,6 +545,8 @@ pub struct CollectorCounters {
     pub send_errors: AtomicU64,
     /// TCP connections established after the first.
     pub reconnects: AtomicU64,
+    /// UDP: the path MTU the messages are sized to.
+    pub mtu: AtomicU64,
 }
 
 /// What one collector got, for the run summary.
@@ -554,6 +562,8 @@ pub struct IpfixReport {
     pub dropped: u64,
     /// Failed sends and connection attempts.
     pub send_errors: u64,
+    /// UDP: the path MTU messages were sized to (0 for TCP).
+    pub mtu: u64,
 }
 
 impl CollectorCounters {
@@ -566,6 +576,7 @@ impl CollectorCounters {
                 + self.dropped_send_error.load(Relaxed)
                 + self.dropped_shutdown.load(Relaxed),
             send_errors: self.send_errors.load(Relaxed),
+            mtu: self.mtu.load(Relaxed),
         }
     }
 }
@@ -579,6 +590,9 @@ pub fn exposition(cs: &[Arc<CollectorCounters>], e: &mut Exposition) {
         e.counter("wirefold_ipfix_bytes_total", "Bytes of IPFIX messages sent.", &l, v(&c.bytes));
         e.counter("wirefold_ipfix_records_total", "IPFIX data records (flows) sent.", &l, v(&c.records));
         e.counter("wirefold_ipfix_templates_total", "IPFIX template messages sent.", &l, v(&c.templates));
+        if c.mtu.load(Relaxed) > 0 {
+            e.gauge("wirefold_ipfix_path_mtu_bytes", "UDP: the path MTU IPFIX messages are sized to.", &l, v(&c.mtu));
+        }
         for (reason, a) in [
             ("queue_full", &c.dropped_queue_full),
             ("send_error", &c.dropped_send_error),
@@ -604,6 +618,13 @@ pub fn exposition(cs: &[Arc<CollectorCounters>], e: &mut Exposition) {
             v(&c.reconnects),
         );
     }
+}
+
+/// The kernel's path MTU towards a connected socket's peer, within
+/// 576..=[`AUTO_MTU_MAX`]; [`FALLBACK_MTU`] when it cannot be read.
+pub fn path_mtu(sock: &UdpSocket, v6: bool) -> usize {
+    let m = if v6 { rustix::net::sockopt::ipv6_mtu(sock) } else { rustix::net::sockopt::ip_mtu(sock) };
+    m.map_or(FALLBACK_MTU, |m| (m as usize).clamp(576, AUTO_MTU_MAX))
 }
 
 fn export_secs() -> u32 {
@@ -672,8 +693,10 @@ impl IpfixSink {
                 // A full socket buffer must not hold the export thread for long.
                 let _ = sock.set_write_timeout(Some(Duration::from_millis(10)));
                 let overhead = if addr.is_ipv6() { 48 } else { 28 };
+                let mtu = cfg.mtu.unwrap_or_else(|| path_mtu(&sock, addr.is_ipv6()));
+                counters.mtu.store(mtu as u64, Relaxed);
                 Collector {
-                    packer: Packer::new(cfg.mtu.saturating_sub(overhead).max(256), cfg.domain),
+                    packer: Packer::new(mtu.saturating_sub(overhead).max(256), cfg.domain),
                     link: Link::Udp { sock, last_template: None, seq: 0 },
                     counters,
                 }

@@ -375,9 +375,10 @@ struct OutputArgs {
     /// Re-send the IPFIX templates over UDP this often (e.g. 60s, 5s).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
     ipfix_template_refresh: Timeout,
-    /// Path MTU towards UDP IPFIX collectors: no export packet is larger.
-    #[arg(long, value_name = "BYTES", default_value_t = 1400, value_parser = clap::value_parser!(u64).range(576..=65535))]
-    ipfix_mtu: u64,
+    /// Path MTU towards UDP IPFIX collectors: no export packet is larger. `auto`: the
+    /// kernel's path MTU of the route to each collector (IP_MTU), at most 9000.
+    #[arg(long, value_name = "auto|BYTES", default_value = "auto", value_parser = wirefold_sensor::cli::parse_ipfix_mtu)]
+    ipfix_mtu: wirefold_sensor::cli::IpfixMtu,
 }
 
 #[derive(Args, Debug)]
@@ -645,7 +646,7 @@ fn open_output(o: &OutputArgs, live: bool) -> Result<Outputs, (anyhow::Error, u8
             domain: o.ipfix_domain,
             pen: o.ipfix_pen,
             template_refresh: Duration::from_nanos(o.ipfix_template_refresh.0.unwrap_or(u64::MAX)),
-            mtu: o.ipfix_mtu as usize,
+            mtu: o.ipfix_mtu.0,
             embedding: embedder.is_some(),
         };
         Some(wirefold_sensor::ipfix::IpfixSink::start(cfg).map_err(|e| (anyhow::anyhow!(e), 2u8))?)

@@ -327,8 +327,9 @@ impl Stage {
         if let Some(x) = self.o.ipfix.take() {
             self.report.ipfix = x.finish();
             for r in &self.report.ipfix {
+                let mtu = if r.mtu > 0 { format!(", path MTU {}", r.mtu) } else { String::new() };
                 eprintln!(
-                    "ipfix {}: {} messages, {} records, {} dropped, {} send errors",
+                    "ipfix {}: {} messages, {} records, {} dropped, {} send errors{mtu}",
                     r.collector, r.messages, r.records, r.dropped, r.send_errors
                 );
             }

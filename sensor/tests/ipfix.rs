@@ -562,6 +562,21 @@ fn udp_export_decodes_to_the_json_flows_with_sequence_numbers_and_mtu() {
 }
 
 #[test]
+fn udp_mtu_auto_sizes_messages_to_the_path_mtu() {
+    // Loopback's path MTU is 65,536; auto takes at most 9,000.
+    let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+    probe.connect("127.0.0.1:9").unwrap();
+    assert_eq!(wirefold_sensor::ipfix::path_mtu(&probe, false), wirefold_sensor::ipfix::AUTO_MTU_MAX);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let url = format!("udp://{}", sock.local_addr().unwrap());
+    let (msgs, json) =
+        receive_all(&sock, || replay_to(std::slice::from_ref(&url), &["--no-embed", "--ipfix-domain", "42"]));
+    check_against_json(&msgs, &json, 9000 - 28, false);
+    let largest = msgs.iter().map(|m| m.len()).max().unwrap();
+    assert!(largest > 1400 && largest <= 9000 - 28, "largest message {largest} bytes");
+}
+
+#[test]
 fn tcp_export_decodes_to_the_json_flows() {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("tcp://{}", l.local_addr().unwrap());
