@@ -8,7 +8,7 @@ use crate::gates::{
     BatchDecisions, DriftReference, GateEngine, GatesConfig, Mode, ShadowReport, ShadowRun, ShadowState, Verdict,
 };
 use crate::ledger::{Cursor, LedgerError, LedgerHead, LedgerWriter};
-use crate::store::Store;
+use crate::store::{DecisionCols, Store};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -254,15 +254,16 @@ impl Promotion {
         store.ledger_appended(self.writer.head().seq).map_err(|e| e.to_string())
     }
 
-    /// Decide a new batch inside its transaction and write its decisions,
-    /// promoted flows, the sensor's engine state and its ledger lines.
+    /// Decide a new batch inside its transaction and write its promoted
+    /// flows, the sensor's engine state and its ledger lines; the decisions
+    /// are returned for the flows' rows (`Store::store_with` writes them).
     pub fn decide_in(
         &mut self,
         tx: &Connection,
         sensor: &str,
         seq: u64,
         flows: &[FlowRec],
-    ) -> rusqlite::Result<Prepared> {
+    ) -> rusqlite::Result<(Prepared, Vec<DecisionCols>)> {
         if !self.engine.is_loaded(sensor) {
             load_sensor(&mut self.engine, tx, sensor)?;
         }
@@ -285,11 +286,8 @@ impl Promotion {
         let mut sampled = 0u64;
         let sensor_hash = sensor.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
         let modes = crate::gates::Gate::DECIDING.map(|g| (g, cfg.mode(g)));
+        let mut cols = Vec::with_capacity(flows.len());
         {
-            let mut dec = tx.prepare_cached(
-                "INSERT INTO decisions (sensor_id, seq, idx, verdict, gate, reason, shadow, shadow_reason, config_version)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?;
             let mut prom =
                 tx.prepare_cached("INSERT INTO promoted (sensor_id, seq, idx, time_ns) VALUES (?1, ?2, ?3, ?4)")?;
             for (i, (f, d)) in flows.iter().zip(&bd.decisions).enumerate() {
@@ -297,17 +295,14 @@ impl Promotion {
                     Some((g, r)) => (Some(g.name()), Some(r.to_string())),
                     None => (None, None),
                 };
-                dec.execute(params![
-                    sensor,
-                    seq as i64,
-                    i as i64,
-                    d.verdict().name(),
+                cols.push(DecisionCols {
+                    verdict: d.verdict().name(),
                     gate,
-                    reason,
-                    d.shadow.names(),
-                    d.shadow_reason.map(|r| r.to_string()),
-                    version as i64
-                ])?;
+                    reason: reason.clone(),
+                    shadow: d.shadow.names(),
+                    shadow_reason: d.shadow_reason.map(|r| r.to_string()),
+                    config_version: version,
+                });
                 let mut reached = true;
                 for (g, m) in modes {
                     let key = match m {
@@ -384,16 +379,19 @@ impl Promotion {
         );
         write_state(tx, &self.engine, sensor, &bd)?;
         write_ledger(tx, &c)?;
-        Ok(Prepared {
-            sensor: sensor.to_string(),
-            head: c.head.clone(),
-            lines: c.lines,
-            counts: counts.into_iter().collect(),
-            promoted,
-            held,
-            alerts: bd.alerts.len() as u64,
-            shadows,
-        })
+        Ok((
+            Prepared {
+                sensor: sensor.to_string(),
+                head: c.head.clone(),
+                lines: c.lines,
+                counts: counts.into_iter().collect(),
+                promoted,
+                held,
+                alerts: bd.alerts.len() as u64,
+                shadows,
+            },
+            cols,
+        ))
     }
 
     /// The batch committed: append its ledger lines and count.

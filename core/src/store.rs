@@ -123,6 +123,12 @@ CREATE TABLE IF NOT EXISTS flows (
     end_reason INTEGER NOT NULL,
     score REAL NOT NULL,
     embedding BLOB NOT NULL,
+    verdict TEXT,
+    gate TEXT,
+    reason TEXT,
+    shadow TEXT,
+    shadow_reason TEXT,
+    config_version INTEGER,
     PRIMARY KEY (sensor_id, seq, idx)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS flow_info (
@@ -143,18 +149,6 @@ CREATE TABLE IF NOT EXISTS batches (
     flows INTEGER NOT NULL,
     stored_ns INTEGER NOT NULL,
     PRIMARY KEY (sensor_id, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS decisions (
-    sensor_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    verdict TEXT NOT NULL,
-    gate TEXT,
-    reason TEXT,
-    shadow TEXT NOT NULL,
-    shadow_reason TEXT,
-    config_version INTEGER NOT NULL,
-    PRIMARY KEY (sensor_id, seq, idx)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS promoted (
     sensor_id TEXT NOT NULL,
@@ -194,6 +188,70 @@ DROP INDEX IF EXISTS flows_by_sensor_time;
 DROP INDEX IF EXISTS decisions_by_verdict;
 ";
 
+/// The gates' decision of each flow lives in its `flows` row (one row per
+/// flow, not two); `decisions` is a view of those columns for readers.
+/// A database from before that has a `decisions` table: its rows move into
+/// `flows` once, on open.
+const DECISION_COLUMNS: [(&str, &str); 6] = [
+    ("verdict", "TEXT"),
+    ("gate", "TEXT"),
+    ("reason", "TEXT"),
+    ("shadow", "TEXT"),
+    ("shadow_reason", "TEXT"),
+    ("config_version", "INTEGER"),
+];
+
+fn migrate_decisions(conn: &Connection) -> rusqlite::Result<()> {
+    let have: Vec<String> = {
+        let mut q = conn.prepare("SELECT name FROM pragma_table_info('flows')")?;
+        let v = q.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        v
+    };
+    for (c, t) in DECISION_COLUMNS {
+        if !have.iter().any(|h| h == c) {
+            conn.execute_batch(&format!("ALTER TABLE flows ADD COLUMN {c} {t}"))?;
+        }
+    }
+    let table: bool = conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'decisions')",
+        [],
+        |r| r.get(0),
+    )?;
+    if table {
+        conn.execute_batch(
+            "BEGIN;
+             UPDATE flows SET (verdict, gate, reason, shadow, shadow_reason, config_version) =
+               (SELECT d.verdict, d.gate, d.reason, d.shadow, d.shadow_reason, d.config_version FROM decisions d
+                WHERE d.sensor_id = flows.sensor_id AND d.seq = flows.seq AND d.idx = flows.idx)
+             WHERE EXISTS (SELECT 1 FROM decisions d WHERE d.sensor_id = flows.sensor_id AND d.seq = flows.seq AND d.idx = flows.idx);
+             DROP TABLE decisions;
+             COMMIT;",
+        )?;
+    }
+    conn.execute_batch(
+        "CREATE VIEW IF NOT EXISTS decisions AS
+         SELECT sensor_id, seq, idx, verdict, gate, reason, shadow, shadow_reason, config_version
+         FROM flows WHERE verdict IS NOT NULL",
+    )
+}
+
+/// A flow's decision, written into its `flows` row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecisionCols {
+    /// `promoted` or `held`.
+    pub verdict: &'static str,
+    /// The gate that held it.
+    pub gate: Option<&'static str>,
+    /// Why.
+    pub reason: Option<String>,
+    /// Shadow gates that would have held it (comma-separated; empty: none).
+    pub shadow: String,
+    /// The first shadow gate's reason.
+    pub shadow_reason: Option<String>,
+    /// The configuration version that decided it.
+    pub config_version: u64,
+}
+
 fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
@@ -208,6 +266,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", if full_sync { "FULL" } else { "NORMAL" })?;
         conn.pragma_update(None, "busy_timeout", 2000)?;
         conn.execute_batch(SCHEMA)?;
+        migrate_decisions(&conn)?;
         Ok(Store { conn })
     }
 
@@ -233,14 +292,15 @@ impl Store {
         flows: &[FlowRec],
         now_ns: u64,
     ) -> Result<Stored, StoreError> {
-        self.store_with(sensor, seq, digest, flows, now_ns, |_| Ok(())).map(|(s, _)| s)
+        self.store_with(sensor, seq, digest, flows, now_ns, |_| Ok(((), Vec::new()))).map(|(s, _)| s)
     }
 
     /// [`Store::store`] with more work in the same transaction: `extra`
-    /// runs only for a batch that is new (after the duplicate check, after
-    /// its flows are inserted, before the commit) and its result is
-    /// returned with the outcome. It is how the gate engine decides a batch
-    /// exactly once: a resend is answered before `extra` would run.
+    /// runs only for a batch that is new (after the duplicate check, before
+    /// its flows are inserted) and its result is returned with the outcome;
+    /// the decisions it returns (one per flow, in order, or none) are
+    /// written into the flows' rows. It is how the gate engine decides a
+    /// batch exactly once: a resend is answered before `extra` would run.
     pub fn store_with<R>(
         &mut self,
         sensor: &str,
@@ -248,7 +308,7 @@ impl Store {
         digest: &[u8; 32],
         flows: &[FlowRec],
         now_ns: u64,
-        extra: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<R>,
+        extra: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<(R, Vec<DecisionCols>)>,
     ) -> Result<(Stored, Option<R>), StoreError> {
         let tx = self.conn.transaction()?;
         let last: u64 = tx
@@ -293,15 +353,19 @@ impl Store {
             "INSERT INTO batches (sensor_id, seq, digest, flows, stored_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![sensor, seq as i64, &digest[..], flows.len() as i64, now_ns as i64],
         )?;
+        let (r, decided) = extra(&tx)?;
         {
             let mut ins = tx.prepare_cached(
                 "INSERT INTO flows (sensor_id, seq, idx, ip_version, src_ip, dst_ip, src_port, dst_port, proto, vlan,
-                 first_ns, last_ns, fwd_packets, fwd_bytes, rev_packets, rev_bytes, tcp_flags, end_reason, score, embedding)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                 first_ns, last_ns, fwd_packets, fwd_bytes, rev_packets, rev_bytes, tcp_flags, end_reason, score, embedding,
+                 verdict, gate, reason, shadow, shadow_reason, config_version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
+                 ?21, ?22, ?23, ?24, ?25, ?26)",
             )?;
             for (i, f) in flows.iter().enumerate() {
                 let alen = if f.ip_version == 4 { 4 } else { 16 };
-                let emb: Vec<u8> = f.embedding.iter().map(|v| *v as u8).collect();
+                let emb: [u8; 32] = f.embedding.map(|v| v as u8);
+                let d = decided.get(i);
                 ins.execute(params![
                     sensor,
                     seq as i64,
@@ -322,7 +386,13 @@ impl Store {
                     f.tcp_flags,
                     f.end_reason,
                     f.score as f64,
-                    emb,
+                    &emb[..],
+                    d.map(|d| d.verdict),
+                    d.and_then(|d| d.gate),
+                    d.and_then(|d| d.reason.as_deref()),
+                    d.map(|d| d.shadow.as_str()),
+                    d.and_then(|d| d.shadow_reason.as_deref()),
+                    d.map(|d| d.config_version as i64),
                 ])?;
             }
         }
@@ -332,7 +402,6 @@ impl Store {
              batches = batches + 1, flows = flows + ?4",
             params![sensor, seq as i64, now_ns as i64, flows.len() as i64],
         )?;
-        let r = extra(&tx)?;
         tx.commit()?;
         Ok((Stored::Committed(seq), Some(r)))
     }
@@ -511,5 +580,73 @@ mod tests {
         assert!(matches!(e, StoreError::Refused(Refusal::TooFarAhead { .. })), "{e}");
         assert_eq!(s.last_seq("a").unwrap(), 10, "refusals change nothing");
         assert_eq!(s.flow_count("a").unwrap(), 4);
+    }
+
+    #[test]
+    fn a_database_with_a_decisions_table_moves_its_rows_into_flows_on_open() {
+        let dir = std::env::temp_dir().join(format!("wirefold-store-migrate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("old.db");
+        {
+            // The layout before decisions moved into flows.
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE flows (sensor_id TEXT NOT NULL, seq INTEGER NOT NULL, idx INTEGER NOT NULL,
+                   ip_version INTEGER NOT NULL, src_ip BLOB NOT NULL, dst_ip BLOB NOT NULL, src_port INTEGER NOT NULL,
+                   dst_port INTEGER NOT NULL, proto INTEGER NOT NULL, vlan INTEGER, first_ns INTEGER NOT NULL,
+                   last_ns INTEGER NOT NULL, fwd_packets INTEGER NOT NULL, fwd_bytes INTEGER NOT NULL,
+                   rev_packets INTEGER NOT NULL, rev_bytes INTEGER NOT NULL, tcp_flags INTEGER NOT NULL,
+                   end_reason INTEGER NOT NULL, score REAL NOT NULL, embedding BLOB NOT NULL,
+                   PRIMARY KEY (sensor_id, seq, idx)) WITHOUT ROWID;
+                 CREATE TABLE decisions (sensor_id TEXT NOT NULL, seq INTEGER NOT NULL, idx INTEGER NOT NULL,
+                   verdict TEXT NOT NULL, gate TEXT, reason TEXT, shadow TEXT NOT NULL, shadow_reason TEXT,
+                   config_version INTEGER NOT NULL, PRIMARY KEY (sensor_id, seq, idx)) WITHOUT ROWID;
+                 INSERT INTO flows VALUES ('s', 1, 0, 4, x'0a000001', x'0a000002', 1, 80, 6, NULL, 1, 2, 1, 60, 0, 0, 2, 1, 0.25, zeroblob(32));
+                 INSERT INTO flows VALUES ('s', 1, 1, 4, x'0a000001', x'0a000002', 2, 80, 6, NULL, 1, 2, 1, 60, 0, 0, 2, 1, 0.75, zeroblob(32));
+                 INSERT INTO decisions VALUES ('s', 1, 0, 'held', 'score', 'score 0.25 < 0.5', '', NULL, 1);
+                 INSERT INTO decisions VALUES ('s', 1, 1, 'promoted', NULL, NULL, 'novelty', 'near', 1);",
+            )
+            .unwrap();
+        }
+        let mut st = Store::open(&path, false).unwrap();
+        type Row = (i64, String, Option<String>, String, Option<String>);
+        let rows: Vec<Row> = {
+            let mut q = st
+                .conn()
+                .prepare("SELECT idx, verdict, gate, shadow, shadow_reason FROM decisions ORDER BY idx")
+                .unwrap();
+            q.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect()
+        };
+        assert_eq!(
+            rows,
+            [
+                (0, "held".into(), Some("score".into()), String::new(), None),
+                (1, "promoted".into(), None, "novelty".into(), Some("near".into()))
+            ]
+        );
+        let kind: String =
+            st.conn().query_row("SELECT type FROM sqlite_master WHERE name = 'decisions'", [], |r| r.get(0)).unwrap();
+        assert_eq!(kind, "view");
+        // New batches write their decisions into their rows; opening again changes nothing.
+        let d = DecisionCols {
+            verdict: "held",
+            gate: Some("budget"),
+            reason: Some("spent".into()),
+            shadow: String::new(),
+            shadow_reason: None,
+            config_version: 2,
+        };
+        st.store_with("t", 1, &[1; 32], &[flow(1)], 10, |_| Ok(((), vec![d]))).unwrap();
+        drop(st);
+        let st = Store::open(&path, false).unwrap();
+        let n: i64 = st.conn().query_row("SELECT COUNT(*) FROM decisions", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 3);
+        let g: String =
+            st.conn().query_row("SELECT gate FROM decisions WHERE sensor_id = 't'", [], |r| r.get(0)).unwrap();
+        assert_eq!(g, "budget");
     }
 }

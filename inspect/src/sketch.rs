@@ -41,15 +41,13 @@ pub fn fnv1a_pair(a: u8, b: u8) -> u32 {
     h
 }
 
-/// `c · log2(c)` for c in 0..=256, for the entropy without a logarithm per value.
-fn clog2c(c: usize) -> f64 {
-    CLOG2C.get(c).copied().unwrap_or(0.0)
-}
-
-static CLOG2C: std::sync::LazyLock<[f64; SKETCH_BYTES + 1]> = std::sync::LazyLock::new(|| {
+/// `D[c] = (c+1)·log2(c+1) − c·log2(c)` for c in 0..=256: the growth of
+/// `Σ c·log2(c)` when one count goes up by one.
+static DCLOG2C: std::sync::LazyLock<[f64; SKETCH_BYTES + 1]> = std::sync::LazyLock::new(|| {
+    let f = |c: f64| if c > 0.0 { c * c.log2() } else { 0.0 };
     let mut t = [0f64; SKETCH_BYTES + 1];
-    for (i, v) in t.iter_mut().enumerate().skip(1) {
-        *v = i as f64 * (i as f64).log2();
+    for (i, v) in t.iter_mut().enumerate() {
+        *v = f(i as f64 + 1.0) - f(i as f64);
     }
     t
 });
@@ -105,18 +103,19 @@ impl PayloadSketch {
         if b.is_empty() {
             return 0.0;
         }
-        let mut counts = [0u16; 256];
-        for &x in b {
-            counts[usize::from(x)] += 1;
+        // Four histograms, so that runs of one byte value (zero padding)
+        // do not make every increment wait for the previous one.
+        // One pass over the bytes: Σ c·log2(c) grows by D[c] = (c+1)·log2(c+1) − c·log2(c)
+        // when a value's count goes from c to c+1; four independent sums.
+        let table: &[f64; SKETCH_BYTES + 1] = &DCLOG2C;
+        let mut h = [0u16; 256];
+        let mut acc = [0f64; 4];
+        for (i, &x) in b.iter().enumerate() {
+            let c = &mut h[usize::from(x)];
+            acc[i % 4] += table.get(usize::from(*c)).copied().unwrap_or(0.0);
+            *c += 1;
         }
         let n = b.len();
-        // Eight independent sums: no chain of dependent additions.
-        let mut acc = [0f64; 8];
-        for ch in counts.chunks_exact(8) {
-            for (a, &c) in acc.iter_mut().zip(ch) {
-                *a += clog2c(usize::from(c));
-            }
-        }
         let sum: f64 = acc.iter().sum();
         ((n as f64).log2() - sum / n as f64).max(0.0) as f32
     }

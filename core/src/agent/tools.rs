@@ -415,7 +415,7 @@ fn limit(a: &Value, l: &AgentLimits, default: u32) -> i64 {
 
 const FLOW_COLS: &str =
     "f.sensor_id, f.seq, f.idx, f.src_ip, f.dst_ip, f.src_port, f.dst_port, f.proto, f.first_ns, f.last_ns,
-    f.fwd_packets, f.fwd_bytes, f.rev_packets, f.rev_bytes, f.score, d.verdict, d.gate, d.reason,
+    f.fwd_packets, f.fwd_bytes, f.rev_packets, f.rev_bytes, f.score, f.verdict, f.gate, f.reason,
     i.app, i.server_name, i.ja4, i.dns_qname, i.http_host";
 
 /// The join that brings a flow's inspection facts (schema version 3; none for older sensors).
@@ -446,7 +446,7 @@ fn flow_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<serde_json::Map<String, V
 pub fn query_flows_sql(a: &Value, l: &AgentLimits) -> Result<(String, Vec<Sql>), String> {
     let (since, until) = window(a);
     let mut sql = format!(
-        "SELECT {FLOW_COLS} FROM flows f LEFT JOIN decisions d ON d.sensor_id = f.sensor_id AND d.seq = f.seq AND d.idx = f.idx{INFO_JOIN}
+        "SELECT {FLOW_COLS} FROM flows f{INFO_JOIN}
          WHERE f.last_ns >= ? AND f.last_ns < ?"
     );
     let mut p = vec![Sql::Integer(since), Sql::Integer(until)];
@@ -477,7 +477,7 @@ pub fn query_flows_sql(a: &Value, l: &AgentLimits) -> Result<(String, Vec<Sql>),
     }
     if let Some(d) = a.get("decision").and_then(|v| v.as_str()) {
         // `+` keeps the planner on the time index (the verdict has two values).
-        sql.push_str(" AND +d.verdict = ?");
+        sql.push_str(" AND +f.verdict = ?");
         p.push(Sql::Text(d.into()));
     }
     if let Some(m) = a.get("min_score").and_then(|v| v.as_f64()) {
@@ -571,8 +571,8 @@ fn top_talkers(c: &Connection, a: &Value, l: &AgentLimits) -> Result<(Value, u64
 pub fn anomalies_sql(a: &Value, l: &AgentLimits) -> (String, Vec<Sql>) {
     let (since, until) = window(a);
     let mut sql = format!(
-        "SELECT {FLOW_COLS}, d.shadow, d.shadow_reason, d.config_version FROM flows f
-         LEFT JOIN decisions d ON d.sensor_id = f.sensor_id AND d.seq = f.seq AND d.idx = f.idx{INFO_JOIN}
+        "SELECT {FLOW_COLS}, f.shadow, f.shadow_reason, f.config_version FROM flows f
+        {INFO_JOIN}
          WHERE f.last_ns >= ? AND f.last_ns < ?"
     );
     let mut p = vec![Sql::Integer(since), Sql::Integer(until)];
@@ -665,8 +665,8 @@ fn explain(c: &Connection, d: &Deadline, ledger: &std::path::Path, a: &Value) ->
     let s = a.get("sensor_id").and_then(|v| v.as_str()).unwrap_or("").to_string();
     let (seq, idx) = (int(a, "seq").unwrap_or(0), int(a, "idx").unwrap_or(0));
     let sql = format!(
-        "SELECT {FLOW_COLS}, d.shadow, d.shadow_reason, d.config_version FROM flows f
-         LEFT JOIN decisions d ON d.sensor_id = f.sensor_id AND d.seq = f.seq AND d.idx = f.idx{INFO_JOIN}
+        "SELECT {FLOW_COLS}, f.shadow, f.shadow_reason, f.config_version FROM flows f
+        {INFO_JOIN}
          WHERE f.sensor_id = ?1 AND f.seq = ?2 AND f.idx = ?3"
     );
     let mut q = c.prepare_cached(&sql)?;
@@ -779,8 +779,8 @@ pub fn parse_exposition(text: &str, prefix: &str) -> Vec<Value> {
 fn load_flows(c: &Connection, sensor: &str, seq: i64) -> rusqlite::Result<(Vec<FlowRec>, Vec<Option<String>>)> {
     let mut q = c.prepare_cached(
         "SELECT f.ip_version, f.src_ip, f.dst_ip, f.src_port, f.dst_port, f.proto, f.vlan, f.first_ns, f.last_ns,
-                f.fwd_packets, f.fwd_bytes, f.rev_packets, f.rev_bytes, f.tcp_flags, f.end_reason, f.score, f.embedding, d.verdict
-         FROM flows f LEFT JOIN decisions d ON d.sensor_id = f.sensor_id AND d.seq = f.seq AND d.idx = f.idx
+                f.fwd_packets, f.fwd_bytes, f.rev_packets, f.rev_bytes, f.tcp_flags, f.end_reason, f.score, f.embedding, f.verdict
+         FROM flows f
          WHERE f.sensor_id = ?1 AND f.seq = ?2 ORDER BY f.idx",
     )?;
     let rows = q.query_map(rusqlite::params![sensor, seq], |r| {
