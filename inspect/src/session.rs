@@ -124,6 +124,28 @@ pub struct FlowMeta {
     /// fraction are computed by whoever reads them, off the packet path):
     /// client → server, server → client.
     pub sketch: [PayloadSketch; 2],
+    /// [`FlowMeta::sketch_stats`], computed once for every reader.
+    pub stats: StatsOnce,
+}
+
+/// Entropy and printable fraction per direction, computed on first use
+/// (the JSON record and the model's features both read them). Always equal
+/// to another: it is a cache of `sketch`.
+#[derive(Debug, Clone, Default)]
+pub struct StatsOnce(std::cell::OnceCell<[[f32; 2]; 2]>);
+
+impl PartialEq for StatsOnce {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl FlowMeta {
+    /// `[entropy, printable fraction]` of each direction's sketch (client →
+    /// server, server → client), computed once.
+    pub fn sketch_stats(&self) -> [[f32; 2]; 2] {
+        *self.stats.0.get_or_init(|| self.sketch.each_ref().map(|s| [s.entropy(), s.printable_fraction()]))
+    }
 }
 
 /// [`App`] with a default (`unknown`).

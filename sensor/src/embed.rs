@@ -46,7 +46,7 @@ pub fn context(ff: &FinishedFlow) -> FlowContext {
     let h = &f.host;
     c.host = [h.src_flows as f32, h.src_peers as f32, h.src_ports as f32, h.dst_flows as f32, h.dst_peers as f32];
     if let Some(m) = ff.meta.as_deref() {
-        c.sketch = [0, 1].map(|d| [m.sketch[d].entropy(), m.sketch[d].printable_fraction()]);
+        c.sketch = m.sketch_stats();
         c.app = [App::Tls, App::Quic, App::Dns, App::Http, App::Ssh].map(|a| m.app.0 == a);
         if let Some(d) = &m.dns {
             let name = d.qname.as_bytes();

@@ -94,10 +94,10 @@ pub struct FlowRecord {
     /// One label from inspection: `tls`, `quic`, `dns`, `http`, `ssh` or `unknown`.
     pub app: &'static str,
     /// TLS/QUIC server name (ClientHello server_name).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "tls_sni", skip_serializing_if = "Option::is_none")]
     pub sni: Option<String>,
     /// First ALPN protocol offered.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "tls_alpn", skip_serializing_if = "Option::is_none")]
     pub alpn: Option<String>,
     /// Highest TLS version the client offered (`TLSv1.3`, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -109,13 +109,13 @@ pub struct FlowRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_cipher: Option<String>,
     /// JA4 TLS client fingerprint (`t…` TCP, `q…` QUIC).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "tls_ja4", skip_serializing_if = "Option::is_none")]
     pub ja4: Option<String>,
     /// JA3 (MD5).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "tls_ja3", skip_serializing_if = "Option::is_none")]
     pub ja3: Option<String>,
     /// JA3S (MD5).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "tls_ja3s", skip_serializing_if = "Option::is_none")]
     pub ja3s: Option<String>,
     /// QUIC version of the client's Initial (1, or 0x6b3343cf for v2).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -154,7 +154,34 @@ pub struct FlowRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ssh_server: Option<String>,
     /// The connection's first packets: IP bytes, negative from the responder (at most 8).
+    #[serde(rename = "splt_sizes")]
     pub splt: Vec<i16>,
+    /// Milliseconds from the previous of those packets to each (the first: 0).
+    pub splt_iat_ms: Vec<f32>,
+    /// Shannon entropy (bits per byte) of the client's first payload bytes (at most 256), when any were seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fwd_payload_entropy: Option<f32>,
+    /// The same for the server's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rev_payload_entropy: Option<f32>,
+    /// Share of printable bytes among the client's first payload bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fwd_payload_printable: Option<f32>,
+    /// The same for the server's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rev_payload_printable: Option<f32>,
+    /// Bigram histogram of the client's first payload bytes: 16 bucket counts (FNV-1a of each byte pair, mod 16).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fwd_payload_sketch: Option<[u16; 16]>,
+    /// The same for the server's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rev_payload_sketch: Option<[u16; 16]>,
+    /// Distinct responders the initiator contacted over the host-context window (estimate).
+    pub src_fanout_hosts: u16,
+    /// Distinct responder ports the initiator contacted over the window (estimate).
+    pub src_fanout_ports: u16,
+    /// Distinct initiators the responder heard from over the window (estimate).
+    pub dst_fanin_hosts: u16,
     /// Why the record was exported.
     pub end_reason: &'static str,
     /// The model's anomaly score (reconstruction error), when embedding is on.
@@ -254,6 +281,18 @@ impl From<&FinishedFlow> for FlowRecord {
             ssh_client: None,
             ssh_server: None,
             splt: f.splt_bytes[..(f.splt_n as usize).min(f.splt_bytes.len())].to_vec(),
+            splt_iat_ms: (0..(f.splt_n as usize).min(f.splt_bytes.len()))
+                .map(|i| (f.splt_gap_ms(i) * 1000.0).round() / 1000.0)
+                .collect(),
+            fwd_payload_entropy: None,
+            rev_payload_entropy: None,
+            fwd_payload_printable: None,
+            rev_payload_printable: None,
+            fwd_payload_sketch: None,
+            rev_payload_sketch: None,
+            src_fanout_hosts: f.host.src_peers,
+            src_fanout_ports: f.host.src_ports,
+            dst_fanin_hosts: f.host.dst_peers,
             end_reason: ff.reason.name(),
             score: None,
             embedding: None,
@@ -296,6 +335,14 @@ impl FlowRecord {
             self.http_user_agent = some_str(h.user_agent.as_str());
             self.http_status = h.status;
         }
+        let stats = m.sketch_stats();
+        let seen = |d: usize| !m.sketch[d].is_empty();
+        let sketch = |d: usize| (m.sketch[d].len() >= 2).then(|| m.sketch[d].bigram_counts());
+        (self.fwd_payload_entropy, self.rev_payload_entropy) =
+            (seen(0).then_some(stats[0][0]), seen(1).then_some(stats[1][0]));
+        (self.fwd_payload_printable, self.rev_payload_printable) =
+            (seen(0).then_some(stats[0][1]), seen(1).then_some(stats[1][1]));
+        (self.fwd_payload_sketch, self.rev_payload_sketch) = (sketch(0), sketch(1));
         self.ssh_client = m.ssh_client.map(|b| b.as_str().to_string());
         self.ssh_server = m.ssh_server.map(|b| b.as_str().to_string());
         self

@@ -58,7 +58,7 @@ fn ja4_and_server_name_equal_foxios_reference() {
                 continue;
             };
             checked += 1;
-            let ja4 = r["ja4"].as_str().unwrap_or("");
+            let ja4 = r["tls_ja4"].as_str().unwrap_or("");
             let want = c[9].as_str();
             let ok = if file == "ja4__tls-non-ascii-alpn.pcap" {
                 // The reference's part a disagrees with the spec here (see tests/ja4/README.md):
@@ -70,7 +70,7 @@ fn ja4_and_server_name_equal_foxios_reference() {
             if !ok {
                 failures.push(format!("{file} {k:?}: ja4 {ja4} want {want}"));
             }
-            let sni = r["sni"].as_str().unwrap_or("");
+            let sni = r["tls_sni"].as_str().unwrap_or("");
             if sni != c[8] {
                 failures.push(format!("{file} {k:?}: sni {sni:?} want {:?}", c[8]));
             }
@@ -88,10 +88,10 @@ fn ja4_and_server_name_equal_foxios_reference() {
 
 /// The fields compared: (tshark field, record key, which message of a stream).
 const FIELDS: &[(&str, &str, Msg)] = &[
-    ("tls.handshake.ja3", "ja3", Msg::ClientHelloTcp),
-    ("tls.handshake.ja3s", "ja3s", Msg::ServerHelloTcp),
-    ("tls.handshake.extensions_server_name", "sni", Msg::ClientHello),
-    ("tls.handshake.extensions_alpn_str", "alpn", Msg::ClientHello),
+    ("tls.handshake.ja3", "tls_ja3", Msg::ClientHelloTcp),
+    ("tls.handshake.ja3s", "tls_ja3s", Msg::ServerHelloTcp),
+    ("tls.handshake.extensions_server_name", "tls_sni", Msg::ClientHello),
+    ("tls.handshake.extensions_alpn_str", "tls_alpn", Msg::ClientHello),
     ("dns.qry.name", "dns_qname", Msg::Dns),
     ("dns.qry.type", "dns_qtype", Msg::Dns),
     ("dns.flags.rcode", "dns_rcode", Msg::DnsResponse),
@@ -138,7 +138,7 @@ const UNDECODED_TUNNELS: &str = "geneve or gtp or ayiya or teredo or (gre and no
 const EXCLUDED_FIELDS: &[(&str, &str, &str)] = &[
     (
         "ja4__tls-non-ascii-alpn.pcap",
-        "alpn",
+        "tls_alpn",
         "a non-UTF-8 ALPN value: tshark prints the raw bytes, records write '?' for non-printable bytes",
     ),
     // Open differences, not yet explained: listed so that they stay visible.
@@ -296,8 +296,8 @@ fn tls_dns_and_http_fields_equal_tsharks() {
 fn no_inspect_turns_the_fields_off_and_the_counters_say_what_ran() {
     let f = pcap("ja4__badcurveball.pcap");
     let on = records(&f, &[]);
-    assert!(on.iter().any(|r| r["ja4"].is_string() && r["app"] == "tls"));
+    assert!(on.iter().any(|r| r["tls_ja4"].is_string() && r["app"] == "tls"));
     let off = records(&f, &["--no-inspect"]);
     assert_eq!(on.len(), off.len());
-    assert!(off.iter().all(|r| r["ja4"].is_null() && r["sni"].is_null() && r["app"] == "unknown"));
+    assert!(off.iter().all(|r| r["tls_ja4"].is_null() && r["tls_sni"].is_null() && r["app"] == "unknown"));
 }

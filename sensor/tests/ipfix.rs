@@ -520,7 +520,7 @@ fn check_against_json(msgs: &[Vec<u8>], json: &[serde_json::Value], mtu_payload:
         let s = |f: &serde_json::Value, k: &str| f[k].as_str().unwrap_or("").to_string();
         let mut want: Vec<_> = json
             .iter()
-            .map(|f| (s(f, "community_id"), s(f, "app"), s(f, "sni"), s(f, "ja4"), s(f, "dns_qname")))
+            .map(|f| (s(f, "community_id"), s(f, "app"), s(f, "tls_sni"), s(f, "tls_ja4"), s(f, "dns_qname")))
             .collect();
         want.sort();
         metas.sort();
