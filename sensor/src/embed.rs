@@ -12,7 +12,7 @@ pub fn summary(ff: &FinishedFlow) -> FlowSummary {
     let (fs, rs) = (f.fwd.size(), f.rev.size());
     let (fi, ri) = (f.fwd.iat(), f.rev.iat());
     let c = &f.tcp.flag_counts; // by bit: FIN=0 SYN=1 RST=2 PSH=3 ACK=4
-    let dst_port = if f.initiator_is_lo { ff.key.hi_port } else { ff.key.lo_port };
+    let dst_port = ff.key.oriented(f.initiator_is_lo).dport;
     FlowSummary {
         duration_s: f.last_ns.saturating_sub(f.first_ns) as f64 / 1e9,
         fwd_packets: f.fwd.packets,
@@ -78,11 +78,8 @@ pub fn features(ff: &FinishedFlow) -> [f32; F] {
 pub fn flow_rec(ff: &FinishedFlow, embedding: [i8; 32], score: f32) -> FlowRec {
     let k = &ff.key;
     let f = &ff.flow;
-    let (src, sport, dst, dport) = if f.initiator_is_lo {
-        (k.lo_addr, k.lo_port, k.hi_addr, k.hi_port)
-    } else {
-        (k.hi_addr, k.hi_port, k.lo_addr, k.lo_port)
-    };
+    let o = k.oriented(f.initiator_is_lo);
+    let (src, sport, dst, dport) = (o.src, o.sport, o.dst, o.dport);
     let icmp = matches!(k.proto, 1 | 58);
     FlowRec {
         ip_version: k.ip_version,

@@ -202,11 +202,8 @@ impl IpfixFlow {
     pub fn new(ff: &FinishedFlow, embedding: [i8; 32], score: f32) -> Self {
         let k = &ff.key;
         let f = &ff.flow;
-        let (src, sport, dst, dport) = if f.initiator_is_lo {
-            (k.lo_addr, k.lo_port, k.hi_addr, k.hi_port)
-        } else {
-            (k.hi_addr, k.hi_port, k.lo_addr, k.lo_port)
-        };
+        let o = k.oriented(f.initiator_is_lo);
+        let (src, sport, dst, dport) = (o.src, o.sport, o.dst, o.dport);
         let icmp = k.proto == 1 || k.proto == 58;
         let (sport, dport) = if icmp { (0, 0) } else { (sport, dport) };
         let v6 = k.ip_version == 6;

@@ -218,11 +218,8 @@ impl From<&FinishedFlow> for FlowRecord {
     fn from(ff: &FinishedFlow) -> Self {
         let k = &ff.key;
         let f = &ff.flow;
-        let (src, sport, dst, dport) = if f.initiator_is_lo {
-            (&k.lo_addr, k.lo_port, &k.hi_addr, k.hi_port)
-        } else {
-            (&k.hi_addr, k.hi_port, &k.lo_addr, k.lo_port)
-        };
+        let o = k.oriented(f.initiator_is_lo);
+        let (src, sport, dst, dport) = (&o.src, o.sport, &o.dst, o.dport);
         let icmp = k.proto == 1 || k.proto == 58;
         let tcp = k.proto == 6;
         let (sport, dport) = if icmp { (0, 0) } else { (sport, dport) };

@@ -24,7 +24,30 @@ pub struct FlowKey {
     pub vlans: [u16; MAX_VLANS],
 }
 
+/// A flow's endpoints oriented by who initiated it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Oriented {
+    /// Initiator address.
+    pub src: [u8; 16],
+    /// Initiator port.
+    pub sport: u16,
+    /// Responder address.
+    pub dst: [u8; 16],
+    /// Responder port.
+    pub dport: u16,
+}
+
 impl FlowKey {
+    /// The endpoints as initiator and responder: the one place that turns
+    /// the (lower, higher) key and the flow's `initiator_is_lo` into a direction.
+    pub fn oriented(&self, initiator_is_lo: bool) -> Oriented {
+        if initiator_is_lo {
+            Oriented { src: self.lo_addr, sport: self.lo_port, dst: self.hi_addr, dport: self.hi_port }
+        } else {
+            Oriented { src: self.hi_addr, sport: self.hi_port, dst: self.lo_addr, dport: self.lo_port }
+        }
+    }
+
     /// The key of a packet, and whether its sender is the lower endpoint.
     #[inline]
     pub fn from_meta(m: &PacketMeta) -> (FlowKey, bool) {

@@ -605,18 +605,14 @@ impl FlowTable {
     /// Initiator address, responder address and responder port of slot `i`.
     fn endpoints(&self, i: u32) -> ([u8; 16], [u8; 16], u16) {
         let s = &self.slots[i as usize];
-        let k = &s.key;
-        if s.flow.initiator_is_lo {
-            (k.lo_addr, k.hi_addr, k.hi_port)
-        } else {
-            (k.hi_addr, k.lo_addr, k.lo_port)
-        }
+        let o = s.key.oriented(s.flow.initiator_is_lo);
+        (o.src, o.dst, o.dport)
     }
 
     fn emit(&mut self, key: FlowKey, mut flow: Flow, reason: EndReason, meta: Option<Box<FlowMeta>>) {
         self.stats.ended[reason as usize] += 1;
-        let (a, b) = if flow.initiator_is_lo { (key.lo_addr, key.hi_addr) } else { (key.hi_addr, key.lo_addr) };
-        flow.host = flow.host.max(self.hosts.snap(&a, &b, self.now_ns));
+        let o = key.oriented(flow.initiator_is_lo);
+        flow.host = flow.host.max(self.hosts.snap(&o.src, &o.dst, self.now_ns));
         self.finished.push(FinishedFlow { key, flow, reason, community_id_seed: self.cfg.community_id_seed, meta });
     }
 
