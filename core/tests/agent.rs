@@ -612,3 +612,17 @@ async fn a_live_proposal_is_evaluated_in_shadow_over_new_batches_on_a_tls_port()
     assert_eq!(Store::open(&db, false).unwrap().flow_count("edge-1").unwrap(), 2300);
     core.stop();
 }
+
+#[test]
+fn query_flows_with_a_sensor_walks_the_time_index() {
+    // With the sensor as an index term, SQLite takes the primary key and
+    // sorts every flow of the sensor (129 ms on 1M flows instead of 0.4 ms).
+    let d = dir("plan");
+    let st = Store::open(&d.join("core.db"), false).unwrap();
+    let a = serde_json::json!({"sensor": "edge-1", "since_ns": 1, "until_ns": 2, "port": 443, "limit": 100});
+    let (sql, p) = wirefold_core::agent::tools::query_flows_sql(&a, &AgentLimits::default()).unwrap();
+    let mut q = st.conn().prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+    let plan: Vec<String> =
+        q.query_map(rusqlite::params_from_iter(p), |r| r.get::<_, String>(3)).unwrap().map(|r| r.unwrap()).collect();
+    assert!(plan.iter().any(|l| l.contains("USING INDEX flows_by_time")), "{plan:?}");
+}
