@@ -295,14 +295,6 @@ impl Promotion {
                     Some((g, r)) => (Some(g.name()), Some(r.to_string())),
                     None => (None, None),
                 };
-                cols.push(DecisionCols {
-                    verdict: d.verdict().name(),
-                    gate,
-                    reason: reason.clone(),
-                    shadow: d.shadow.names(),
-                    shadow_reason: d.shadow_reason.map(|r| r.to_string()),
-                    config_version: version,
-                });
                 let mut reached = true;
                 for (g, m) in modes {
                     let key = match m {
@@ -346,11 +338,19 @@ impl Promotion {
                             c.push(
                                 t,
                                 "hold",
-                                json!({"sensor": sensor, "batch": seq, "idx": i, "gate": g, "reason": reason.unwrap_or_default()}),
+                                json!({"sensor": sensor, "batch": seq, "idx": i, "gate": g, "reason": reason.as_deref().unwrap_or("")}),
                             );
                         }
                     }
                 }
+                cols.push(DecisionCols {
+                    verdict: d.verdict().name(),
+                    gate,
+                    reason,
+                    shadow: d.shadow.names(),
+                    shadow_reason: d.shadow_reason.map(|r| r.to_string()),
+                    config_version: version,
+                });
             }
         }
         for a in &bd.alerts {

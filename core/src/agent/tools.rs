@@ -3,7 +3,7 @@
 use super::nn::{emb_of, Metric};
 use super::{wall_ns, Agent, AgentLimits, Deadline, Proposal, Scope, ToolError};
 use crate::admin::AdminCommand;
-use crate::gates::{GateEngine, GatesConfig, ShadowRun, ShadowState, Verdict};
+use crate::gates::{GateEngine, GatesConfig, ShadowReport, ShadowRun, ShadowState};
 use rusqlite::types::Value as Sql;
 use rusqlite::Connection;
 use serde_json::{json, Value};
@@ -14,9 +14,8 @@ use wirefold_schema::FlowRec;
 /// Longest a proposal call waits for a live evaluation (ms).
 const MAX_WAIT_MS: u64 = 60_000;
 
-/// A live shadow run as the tools report it.
-fn shadow_json(run: &ShadowRun) -> Value {
-    let r = &run.report;
+/// A comparison's counts and examples, as the tools report them.
+fn report_json(r: &ShadowReport) -> Value {
     let examples: Vec<Value> = r
         .examples
         .iter()
@@ -26,16 +25,23 @@ fn shadow_json(run: &ShadowRun) -> Value {
                 "proposed_gate": x.proposed_held.as_ref().map(|h| h.0), "proposed_reason": x.proposed_held.as_ref().map(|h| h.1.clone())})
         })
         .collect();
-    let decided: Vec<Value> = r.decided.iter().map(|(s, q)| json!({"sensor_id": s, "seq": q})).collect();
     json!({
-        "base_version": run.base_version,
-        "status": run.state.name(),
-        "evaluation": {"method": "live shadow: the proposed configuration decides each new stored batch beside the live one, from a copy of the live gates' state",
-            "batches": r.batches, "batches_wanted": run.want, "flows": r.flows, "batches_decided": decided},
         "live": {"promoted": r.live_promoted, "held": r.live_held},
         "proposed": {"promoted": r.proposed_promoted, "held": r.proposed_held},
         "newly_promoted": r.newly_promoted, "newly_held": r.newly_held, "examples": examples,
     })
+}
+
+/// A live shadow run as the tools report it.
+fn shadow_json(run: &ShadowRun) -> Value {
+    let r = &run.report;
+    let decided: Vec<Value> = r.decided.iter().map(|(s, q)| json!({"sensor_id": s, "seq": q})).collect();
+    let mut v = report_json(r);
+    v["base_version"] = json!(run.base_version);
+    v["status"] = json!(run.state.name());
+    v["evaluation"] = json!({"method": "live shadow: the proposed configuration decides each new stored batch beside the live one, from a copy of the live gates' state",
+        "batches": r.batches, "batches_wanted": run.want, "flows": r.flows, "batches_decided": decided});
+    v
 }
 
 /// The live shadow run of proposal `id`, waiting up to `wait_ms` for it to finish.
@@ -820,44 +826,18 @@ fn replay(c: &Connection, d: &Deadline, live: GatesConfig, proposed: GatesConfig
         q.query_map([n], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
     batches.reverse();
     let (mut el, mut ep) = (GateEngine::new(live), GateEngine::new(proposed));
-    let (mut lp, mut lh, mut pp, mut ph, mut up, mut uh, mut flows_n) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
-    let mut examples = Vec::new();
+    let mut report = ShadowReport::default();
     for (s, seq) in &batches {
         d.check()?;
         let (flows, _stored) = load_flows(c, s, *seq)?;
-        let dl = el.decide(s, &flows);
-        let dp = ep.decide(s, &flows);
-        for (i, (a, b)) in dl.decisions.iter().zip(&dp.decisions).enumerate() {
-            flows_n += 1;
-            let (va, vb) = (a.verdict(), b.verdict());
-            match va {
-                Verdict::Promoted => lp += 1,
-                Verdict::Held => lh += 1,
-            }
-            match vb {
-                Verdict::Promoted => pp += 1,
-                Verdict::Held => ph += 1,
-            }
-            if va != vb {
-                if vb == Verdict::Promoted {
-                    up += 1;
-                } else {
-                    uh += 1;
-                }
-                if examples.len() < 20 {
-                    examples.push(json!({"sensor_id": s, "seq": seq, "idx": i, "score": flows[i].score as f64,
-                        "live": va.name(), "proposed": vb.name(),
-                        "proposed_gate": b.held.map(|(g, _)| g.name()), "proposed_reason": b.held.map(|(_, r)| r.to_string())}));
-                }
-            }
-        }
+        let (dl, dp) = (el.decide(s, &flows), ep.decide(s, &flows));
+        report.merge(crate::gates::shadow::compare(s, *seq as u64, &flows, &dl, &dp));
     }
-    Ok(json!({
-        "status": "done",
-        "evaluation": {"method": "replay of the last stored batches through fresh engines", "batches": batches.len(), "batches_wanted": n, "flows": flows_n},
-        "live": {"promoted": lp, "held": lh}, "proposed": {"promoted": pp, "held": ph},
-        "newly_promoted": up, "newly_held": uh, "examples": examples,
-    }))
+    let mut v = report_json(&report);
+    v["status"] = json!("done");
+    v["evaluation"] = json!({"method": "replay of the last stored batches through fresh engines", "batches": report.batches,
+        "batches_wanted": n, "flows": report.flows});
+    Ok(v)
 }
 
 fn value_text(v: &Value) -> String {

@@ -140,38 +140,7 @@ impl ShadowRun {
     /// once the batch is stored (a batch whose transaction fails is not counted).
     pub fn decide(&mut self, sensor: &str, seq: u64, flows: &[FlowRec], live: &BatchDecisions) -> ShadowReport {
         let prop = self.engine.decide(sensor, flows);
-        let mut r = ShadowReport { batches: 1, decided: vec![(sensor.to_string(), seq)], ..Default::default() };
-        for (i, (a, b)) in live.decisions.iter().zip(&prop.decisions).enumerate() {
-            r.flows += 1;
-            let (va, vb) = (a.verdict(), b.verdict());
-            match va {
-                Verdict::Promoted => r.live_promoted += 1,
-                Verdict::Held => r.live_held += 1,
-            }
-            match vb {
-                Verdict::Promoted => r.proposed_promoted += 1,
-                Verdict::Held => r.proposed_held += 1,
-            }
-            if va != vb {
-                if vb == Verdict::Promoted {
-                    r.newly_promoted += 1;
-                } else {
-                    r.newly_held += 1;
-                }
-                if r.examples.len() < MAX_EXAMPLES {
-                    r.examples.push(Difference {
-                        sensor: sensor.to_string(),
-                        seq,
-                        idx: i as u32,
-                        score: flows[i].score,
-                        live: va,
-                        proposed: vb,
-                        proposed_held: b.held.map(|(g, why)| (g.name(), why.to_string())),
-                    });
-                }
-            }
-        }
-        r
+        compare(sensor, seq, flows, live, &prop)
     }
 
     /// Count a stored batch's comparison; done after `want` batches.
@@ -197,4 +166,46 @@ impl ShadowRun {
             self.state = ShadowState::Stale;
         }
     }
+}
+
+/// Compare two engines' decisions of one batch (`live`, then `proposed`).
+pub fn compare(
+    sensor: &str,
+    seq: u64,
+    flows: &[FlowRec],
+    live: &BatchDecisions,
+    prop: &BatchDecisions,
+) -> ShadowReport {
+    let mut r = ShadowReport { batches: 1, decided: vec![(sensor.to_string(), seq)], ..Default::default() };
+    for (i, (a, b)) in live.decisions.iter().zip(&prop.decisions).enumerate() {
+        r.flows += 1;
+        let (va, vb) = (a.verdict(), b.verdict());
+        match va {
+            Verdict::Promoted => r.live_promoted += 1,
+            Verdict::Held => r.live_held += 1,
+        }
+        match vb {
+            Verdict::Promoted => r.proposed_promoted += 1,
+            Verdict::Held => r.proposed_held += 1,
+        }
+        if va != vb {
+            if vb == Verdict::Promoted {
+                r.newly_promoted += 1;
+            } else {
+                r.newly_held += 1;
+            }
+            if r.examples.len() < MAX_EXAMPLES {
+                r.examples.push(Difference {
+                    sensor: sensor.to_string(),
+                    seq,
+                    idx: i as u32,
+                    score: flows[i].score,
+                    live: va,
+                    proposed: vb,
+                    proposed_held: b.held.map(|(g, why)| (g.name(), why.to_string())),
+                });
+            }
+        }
+    }
+    r
 }
