@@ -648,4 +648,34 @@ mod tests {
         assert_eq!(d1, d2);
         assert_eq!(l1, l2, "the repaired ledger equals the uninterrupted one");
     }
+
+    #[test]
+    fn shadow_runs_are_bounded_finished_ones_make_room_and_a_config_change_makes_them_stale() {
+        let d = std::env::temp_dir().join(format!("wirefold-promote-{}-shadows", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let mut store = Store::open(&d.join("c.db"), false).unwrap();
+        let mut p = Promotion::open(&mut store, GatesConfig::default(), &d.join("c.db.ledger.jsonl"), None).unwrap();
+        for id in 1..=MAX_SHADOW_RUNS as u64 {
+            p.start_shadow(id, if id == 1 { 1 } else { 100 }, GatesConfig::default()).unwrap();
+        }
+        let e = p.start_shadow(99, 1, GatesConfig::default()).unwrap_err();
+        assert!(e.contains("being evaluated already"), "{e}");
+        // One batch finishes run 1 (it wanted one); then there is room.
+        let f = flows(1);
+        let (_, prep) = store.store_with("s", 1, &[1; 32], &f, 0, |tx| p.decide_in(tx, "s", 1, &f)).unwrap();
+        p.committed(&store, prep.unwrap());
+        assert_eq!(p.shadow(1).unwrap().state, ShadowState::Done);
+        assert_eq!(p.shadow(2).unwrap().report.batches, 1);
+        p.start_shadow(99, 1, GatesConfig::default()).unwrap();
+        assert!(p.shadow(1).is_none(), "the finished run made room");
+        // A new configuration version makes the running ones stale.
+        p.admin(
+            &mut store,
+            AdminCommand::Set { gate: "score".into(), key: "threshold".into(), value: "0.7".into() },
+            0,
+        )
+        .unwrap();
+        assert_eq!(p.shadow(2).unwrap().state, ShadowState::Stale);
+    }
 }

@@ -219,6 +219,20 @@ fn smallest(mut d: Vec<u32>, k: usize) -> Vec<u32> {
     d
 }
 
+/// The stored verdict of the flow a result row names (`sensor_id`, `seq`, `idx`).
+fn stored_verdict(c: &rusqlite::Connection, row: &Value) -> String {
+    c.query_row(
+        "SELECT verdict FROM decisions WHERE sensor_id = ?1 AND seq = ?2 AND idx = ?3",
+        rusqlite::params![
+            row["sensor_id"].as_str().unwrap(),
+            row["seq"].as_i64().unwrap(),
+            row["idx"].as_i64().unwrap()
+        ],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
 fn text_of(v: &Value) -> String {
     v["error"].as_str().unwrap_or_else(|| panic!("expected an error, got {v}")).to_string()
 }
@@ -325,18 +339,7 @@ async fn an_mcp_client_observes_proposes_applies_and_rolls_back() {
     );
     assert_eq!(keys(an), want);
     for f in an.as_array().unwrap() {
-        let v: String = c
-            .query_row(
-                "SELECT verdict FROM decisions WHERE sensor_id = ?1 AND seq = ?2 AND idx = ?3",
-                rusqlite::params![
-                    f["sensor_id"].as_str().unwrap(),
-                    f["seq"].as_i64().unwrap(),
-                    f["idx"].as_i64().unwrap()
-                ],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(f["verdict"].as_str().unwrap(), v);
+        assert_eq!(f["verdict"].as_str().unwrap(), stored_verdict(&c, f));
     }
 
     // similar_flows: brute force over SQLite gives the same distances.
@@ -571,18 +574,7 @@ async fn a_live_proposal_is_evaluated_in_shadow_over_new_batches_on_a_tls_port()
     let ex = st["examples"].as_array().unwrap();
     assert!(!ex.is_empty());
     for x in ex {
-        let v: String = c
-            .query_row(
-                "SELECT verdict FROM decisions WHERE sensor_id = ?1 AND seq = ?2 AND idx = ?3",
-                rusqlite::params![
-                    x["sensor_id"].as_str().unwrap(),
-                    x["seq"].as_i64().unwrap(),
-                    x["idx"].as_i64().unwrap()
-                ],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(x["live"].as_str().unwrap(), v, "{x}");
+        assert_eq!(x["live"].as_str().unwrap(), stored_verdict(&c, x), "{x}");
         if x["proposed_gate"] == "score" {
             assert!(x["score"].as_f64().unwrap() < 0.9, "{x}");
         }
@@ -625,4 +617,13 @@ fn query_flows_with_a_sensor_walks_the_time_index() {
     let plan: Vec<String> =
         q.query_map(rusqlite::params_from_iter(p), |r| r.get::<_, String>(3)).unwrap().map(|r| r.unwrap()).collect();
     assert!(plan.iter().any(|l| l.contains("USING INDEX flows_by_time")), "{plan:?}");
+}
+
+#[test]
+fn an_mcp_certificate_that_does_not_load_stops_the_core_with_the_reason() {
+    let d = dir("badtls");
+    let mut cfg = core_cfg(&d, AgentLimits::default());
+    cfg.agent.as_mut().unwrap().tls = Some((b"not a certificate".to_vec(), b"not a key".to_vec()));
+    let e = serve("127.0.0.1:0".parse().unwrap(), cfg).err().expect("refused").to_string();
+    assert!(e.contains("MCP port's TLS certificate or key") && e.contains("no CERTIFICATE block"), "{e}");
 }

@@ -43,6 +43,16 @@ mod tests {
         assert!(parse_duration("soon").unwrap_err().contains("not a duration"));
         assert!(parse_duration("0s").unwrap_err().contains("too short"));
     }
+
+    #[test]
+    fn ipfix_mtu_is_auto_or_a_byte_count_in_range() {
+        assert_eq!(parse_ipfix_mtu("auto"), Ok(IpfixMtu(None)));
+        assert_eq!(parse_ipfix_mtu("1500"), Ok(IpfixMtu(Some(1500))));
+        for bad in ["575", "65536", "big", ""] {
+            let e = parse_ipfix_mtu(bad).unwrap_err();
+            assert!(e.contains("neither `auto` nor a byte count from 576 to 65535"), "{bad}: {e}");
+        }
+    }
 }
 
 /// A timeout from the command line: nanoseconds, or `None` for never.
