@@ -136,6 +136,7 @@ async fn main() {
     let mcp = core.mcp_addr.unwrap();
     let tok = "bench-token-1";
     let c = rusqlite::Connection::open(&db).unwrap();
+    wirefold_core::agent::tools::register_functions(&c, 0).unwrap();
     // 1. Indexed flow query: one sensor, a 60 s window somewhere in the data, 100 rows.
     let n = 200u64;
     let window = move |i: u64| {

@@ -21,6 +21,7 @@ pub mod ledger;
 pub mod listen;
 pub mod promote;
 pub mod rate;
+pub mod runner;
 pub mod service;
 pub mod store;
 pub mod telemetry;

@@ -16,6 +16,15 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// `--metrics ADDR`, shared by every subcommand that runs.
+#[derive(clap::Args, Debug)]
+#[command(next_help_heading = "Telemetry")]
+pub struct TelemetryArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9462, or port 0 for any free port).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+}
+
 /// Metric families being built for one scrape.
 #[derive(Debug, Default)]
 pub struct Exposition {

@@ -613,6 +613,7 @@ fn query_flows_with_a_sensor_walks_the_time_index() {
     let st = Store::open(&d.join("core.db"), false).unwrap();
     let a = serde_json::json!({"sensor": "edge-1", "since_ns": 1, "until_ns": 2, "port": 443, "limit": 100});
     let (sql, p) = wirefold_core::agent::tools::query_flows_sql(&a, &AgentLimits::default()).unwrap();
+    wirefold_core::agent::tools::register_functions(st.conn(), 0).unwrap();
     let mut q = st.conn().prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
     let plan: Vec<String> =
         q.query_map(rusqlite::params_from_iter(p), |r| r.get::<_, String>(3)).unwrap().map(|r| r.unwrap()).collect();

@@ -737,7 +737,8 @@ impl<'a> FlowCommon {
   }
 
   /// Bit 0: tagged (vlan is meaningful); bits 1-2: number of further VLAN
-  /// tags not carried; bits 3-4: tunnel kind (0 none, 1 GRE, 2 VXLAN, 3 IP-in-IP).
+  /// tags not carried; bits 3-5: tunnel kind (0 none, 1 GRE, 2 VXLAN, 3 IP-in-IP,
+  /// 4 GTP-U, 5 Geneve).
   pub fn flags(&self) -> u8 {
     let mut mem = ::core::mem::MaybeUninit::<<u8 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
     // Safety:

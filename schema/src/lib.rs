@@ -48,7 +48,7 @@ pub const EMBEDDING_DIM: usize = 32;
 /// Largest FlowBatch buffer accepted (bytes).
 pub const MAX_BATCH_BYTES: usize = 16 << 20;
 
-/// Tunnel kinds as carried in `flags` bits 3-4.
+/// Tunnel kinds as carried in `flags` bits 3-5.
 pub mod tunnel {
     /// Not tunnelled.
     pub const NONE: u8 = 0;
@@ -58,6 +58,10 @@ pub mod tunnel {
     pub const VXLAN: u8 = 2;
     /// IP in IP.
     pub const IPIP: u8 = 3;
+    /// GTP-U.
+    pub const GTPU: u8 = 4;
+    /// Geneve.
+    pub const GENEVE: u8 = 5;
 }
 
 /// One flow as the schema carries it.
@@ -193,7 +197,7 @@ fn common(r: &FlowRec, base: u64) -> fb::FlowCommon {
     let (last_lo, last_hi) = split(r.last_ns.max(r.first_ns) - base);
     let (fb_lo, fb_hi) = split(r.fwd_bytes);
     let (rb_lo, rb_hi) = split(r.rev_bytes);
-    let flags = r.vlan.is_some() as u8 | (r.more_vlans.min(3) << 1) | ((r.tunnel & 3) << 3);
+    let flags = r.vlan.is_some() as u8 | (r.more_vlans.min(3) << 1) | ((r.tunnel & 7) << 3);
     fb::FlowCommon::new(
         first_lo,
         first_hi,
@@ -465,7 +469,7 @@ fn rec(
         proto: c.proto(),
         vlan: (flags & 1 != 0).then_some(c.vlan()),
         more_vlans: (flags >> 1) & 3,
-        tunnel: (flags >> 3) & 3,
+        tunnel: (flags >> 3) & 7,
         first_ns: first,
         last_ns: last,
         fwd_packets: c.fwd_packets(),

@@ -6,10 +6,12 @@
 //! drift apart: every value goes through the same parser as its flag, and
 //! flags given on the command line override the file. An error names the
 //! file, the field, the value and what is allowed.
+use crate::cli::{CheckConfigArgs, ConfigKind};
 use clap::builder::ArgAction;
 use clap::{Arg, Command};
 use std::ffi::OsString;
 use std::path::Path;
+use std::process::ExitCode;
 
 /// Why a configuration file was refused (the message says where and why).
 #[derive(Debug, thiserror::Error)]
@@ -277,4 +279,68 @@ pub fn effective(cmds: &[&Command], file_args: &[OsString]) -> String {
         s.push('\n');
     }
     s
+}
+/// `wirefold check-config FILE`: check a sensor or core configuration file
+/// against the subcommands of `root` (the binary's command line) and print
+/// the effective settings; exit 2 with the field, value and what is allowed
+/// when it is invalid.
+pub fn check_file(a: &CheckConfigArgs, root: &Command) -> ExitCode {
+    let text = match std::fs::read_to_string(&a.file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("wirefold: cannot read config {}: {e}", a.file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let kind = a.kind.unwrap_or_else(|| {
+        let core = text.parse::<toml::Table>().is_ok_and(|t| t.contains_key("core"));
+        if core {
+            ConfigKind::Core
+        } else {
+            ConfigKind::Sensor
+        }
+    });
+    let names: &[&str] = match kind {
+        ConfigKind::Sensor => &["capture", "replay"],
+        ConfigKind::Core => &["core"],
+    };
+    let cmds: Vec<&Command> = names.iter().filter_map(|n| root.find_subcommand(n)).collect();
+    let file = a.file.display().to_string();
+    let mut args = Vec::new();
+    for target in &cmds {
+        match from_str(&cmds, target, &file, &text) {
+            Ok(v) => args.extend(v),
+            Err(e) => {
+                eprintln!("wirefold: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if kind == ConfigKind::Core {
+        for arg in cmds[0].get_arguments().filter(|a| a.is_required_set()) {
+            let long = arg.get_long().unwrap_or_default();
+            if !args.iter().any(|x| x.to_string_lossy().starts_with(&format!("--{long}="))) {
+                eprintln!(
+                    "wirefold: config {file}: core.{} is required (or give --{long} when starting the core)",
+                    arg.get_id()
+                );
+                return ExitCode::from(2);
+            }
+        }
+    }
+    print!("{}", effective(&cmds, &args));
+    if kind == ConfigKind::Core {
+        match wirefold_core::gates::GatesConfig::from_toml_document(&text) {
+            Ok(g) => print!("\n{}", g.describe()),
+            Err(e) => {
+                eprintln!("wirefold: config {file}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    eprintln!(
+        "wirefold: config {file} is a valid {} configuration",
+        if kind == ConfigKind::Core { "core" } else { "sensor" }
+    );
+    ExitCode::SUCCESS
 }

@@ -95,6 +95,8 @@ pub fn flow_rec(ff: &FinishedFlow, embedding: [i8; 32], score: f32) -> FlowRec {
             TunnelKind::Gre => wirefold_schema::tunnel::GRE,
             TunnelKind::Vxlan => wirefold_schema::tunnel::VXLAN,
             TunnelKind::IpInIp => wirefold_schema::tunnel::IPIP,
+            TunnelKind::GtpU => wirefold_schema::tunnel::GTPU,
+            TunnelKind::Geneve => wirefold_schema::tunnel::GENEVE,
         },
         first_ns: f.first_ns,
         last_ns: f.last_ns,

@@ -654,10 +654,45 @@ impl std::fmt::Debug for IpfixSink {
     }
 }
 
+/// Why IPFIX export could not start, with the collector it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum IpfixError {
+    /// A UDP collector's address does not resolve.
+    #[error("--ipfix {collector}: {source}")]
+    Resolve {
+        /// The collector, as given.
+        collector: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A UDP collector's name resolves to no address.
+    #[error("--ipfix {collector}: no address")]
+    NoAddress {
+        /// The collector, as given.
+        collector: String,
+    },
+    /// The UDP socket cannot be opened or connected.
+    #[error("--ipfix {collector}: {source}")]
+    Socket {
+        /// The collector, as given.
+        collector: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A TCP collector's sender thread cannot start.
+    #[error("--ipfix {collector}: cannot start the sender thread: {source}")]
+    Thread {
+        /// The collector, as given.
+        collector: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
 impl IpfixSink {
     /// Open the UDP sockets and start one sender thread per TCP collector.
     /// A UDP collector whose address does not resolve is an error.
-    pub fn start(cfg: IpfixConfig) -> Result<Self, String> {
+    pub fn start(cfg: IpfixConfig) -> Result<Self, IpfixError> {
         let enc = Encoder { pen: cfg.pen, embedding: cfg.embedding };
         let templates = enc.template_message(cfg.domain);
         let mut collectors = Vec::new();
@@ -670,7 +705,7 @@ impl IpfixSink {
                 let handle = std::thread::Builder::new()
                     .name("wirefold-ipfix".into())
                     .spawn(move || tcp_sender(&addr, &rx, t, &c2, &cl))
-                    .map_err(|e| format!("--ipfix {url}: cannot start the sender thread: {e}"))?;
+                    .map_err(|source| IpfixError::Thread { collector: url.to_string(), source })?;
                 Collector {
                     packer: Packer::new(TCP_MESSAGE_MAX, cfg.domain),
                     link: Link::Tcp { tx: Some(tx), handle: Some(handle), closing },
@@ -680,13 +715,14 @@ impl IpfixSink {
                 let addr: SocketAddr = url
                     .addr
                     .to_socket_addrs()
-                    .map_err(|e| format!("--ipfix {url}: {e}"))?
+                    .map_err(|source| IpfixError::Resolve { collector: url.to_string(), source })?
                     .next()
-                    .ok_or_else(|| format!("--ipfix {url}: no address"))?;
+                    .ok_or_else(|| IpfixError::NoAddress { collector: url.to_string() })?;
                 let bind: SocketAddr =
                     if addr.is_ipv6() { "[::]:0".parse().expect("addr") } else { "0.0.0.0:0".parse().expect("addr") };
-                let sock = UdpSocket::bind(bind).map_err(|e| format!("--ipfix {url}: {e}"))?;
-                sock.connect(addr).map_err(|e| format!("--ipfix {url}: {e}"))?;
+                let socket = |source| IpfixError::Socket { collector: url.to_string(), source };
+                let sock = UdpSocket::bind(bind).map_err(socket)?;
+                sock.connect(addr).map_err(socket)?;
                 // A full socket buffer must not hold the export thread for long.
                 let _ = sock.set_write_timeout(Some(Duration::from_millis(10)));
                 let overhead = if addr.is_ipv6() { 48 } else { 28 };

@@ -11,6 +11,8 @@
 //! * [`output`] — the JSON Lines writer thread.
 //! * [`ipfix`] — IPFIX (RFC 7011) export of flows as RFC 5103 biflows.
 //! * [`pipeline`] — sources → decoder → flow table → sink, and its summary.
+//! * [`run`] — run wiring of `replay` and `capture` (outputs, model, signals, progress, end of run).
+//! * [`config`] — TOML configuration files and `check-config`.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -26,6 +28,7 @@ pub mod output;
 pub mod pipeline;
 pub mod record;
 pub mod ring;
+pub mod run;
 pub mod rx;
 pub mod stream;
 pub mod stream_proto;

@@ -353,7 +353,7 @@ impl Stage {
                 spool_dropped: c.spool_dropped.load(Relaxed),
                 reconnects: c.reconnects.load(Relaxed),
                 spool_batches: c.spool_batches.load(Relaxed),
-                error: r.err(),
+                error: r.err().map(|e| e.to_string()),
             });
         }
         Ok(self.report)

@@ -87,6 +87,10 @@ pub struct FlowRecord {
     /// Tunnel's outer destination address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tunnel_dst_ip: Option<IpAddr>,
+    /// The tunnel's identifier on the first packet: the VNI of VXLAN and
+    /// Geneve, the TEID of GTP-U (absent for GRE and IP-in-IP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel_id: Option<u32>,
     /// Community ID v1 of the flow (its inner flow when tunnelled), as Zeek
     /// and Suricata compute it; seed `--community-id-seed`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -255,6 +259,8 @@ impl From<&FinishedFlow> for FlowRecord {
             tunnel: tunnel.then(|| f.tunnel.name()),
             tunnel_src_ip: tunnel.then(|| addr(&f.outer_src, f.outer_version)),
             tunnel_dst_ip: tunnel.then(|| addr(&f.outer_dst, f.outer_version)),
+            tunnel_id: matches!(f.tunnel, TunnelKind::Vxlan | TunnelKind::Geneve | TunnelKind::GtpU)
+                .then_some(f.tunnel_id),
             community_id: community_id(ff, src, sport, dst, dport),
             app: ff.meta.as_deref().map_or("unknown", |m| m.app.0.name()),
             sni: None,

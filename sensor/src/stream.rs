@@ -70,13 +70,51 @@ pub struct StreamCounters {
     pub rtt: wirefold_core::telemetry::Latency,
 }
 
+/// Why streaming to the core stopped, or could not start. Failures that are
+/// the network's or the core's (unreachable, busy, a broken stream) are not
+/// errors: the streamer retries them and keeps the spool.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The spool directory cannot be created.
+    #[error("cannot create spool {}: {source}", path.display())]
+    CreateSpool {
+        /// The spool directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The spool directory cannot be read.
+    #[error("cannot read spool {}: {source}", path.display())]
+    ReadSpool {
+        /// The spool directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A batch could not be written to the spool (it would be lost).
+    #[error("spool write failed: {0}")]
+    SpoolWrite(std::io::Error),
+    /// The streaming thread or its runtime could not start.
+    #[error("cannot start the streaming thread: {0}")]
+    Start(std::io::Error),
+    /// The token cannot be sent as gRPC metadata.
+    #[error("the token is not valid gRPC metadata (printable ASCII only)")]
+    BadToken,
+    /// The core refused this sensor's credentials: retrying would not help.
+    #[error("the core refused this sensor: {0} (check --sensor-id and --token)")]
+    Refused(String),
+    /// The streaming thread panicked.
+    #[error("the streaming thread panicked")]
+    Panicked,
+}
+
 /// The export thread's handle on the streamer.
 #[derive(Debug)]
 pub struct Streamer {
     tx: Option<mpsc::Sender<(u64, Vec<u8>)>>,
     next_seq: u64,
     seq_file: PathBuf,
-    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+    thread: Option<std::thread::JoinHandle<Result<(), StreamError>>>,
     /// Counters.
     pub counters: Arc<StreamCounters>,
 }
@@ -106,11 +144,11 @@ fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 
 impl Streamer {
     /// Open the spool, recover the sequence number, and start streaming.
-    pub fn start(cfg: StreamConfig) -> Result<Self, String> {
+    pub fn start(cfg: StreamConfig) -> Result<Self, StreamError> {
         std::fs::create_dir_all(&cfg.spool_dir)
-            .map_err(|e| format!("cannot create spool {}: {e}", cfg.spool_dir.display()))?;
-        let spooled =
-            scan_spool(&cfg.spool_dir).map_err(|e| format!("cannot read spool {}: {e}", cfg.spool_dir.display()))?;
+            .map_err(|source| StreamError::CreateSpool { path: cfg.spool_dir.clone(), source })?;
+        let spooled = scan_spool(&cfg.spool_dir)
+            .map_err(|source| StreamError::ReadSpool { path: cfg.spool_dir.clone(), source })?;
         let seq_file = cfg.spool_dir.join("next_seq");
         // A new spool numbers its batches from the clock (microseconds), so a
         // sensor whose data directory was lost never reuses a sequence number
@@ -127,10 +165,10 @@ impl Streamer {
             .name("wirefold-stream".into())
             .spawn(move || {
                 let rt =
-                    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+                    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(StreamError::Start)?;
                 rt.block_on(run(cfg, rx, spooled, c2))
             })
-            .map_err(|e| e.to_string())?;
+            .map_err(StreamError::Start)?;
         Ok(Streamer { tx: Some(tx), next_seq, seq_file, thread: Some(thread), counters })
     }
 
@@ -148,7 +186,7 @@ impl Streamer {
         if tx.blocking_send((seq, bytes)).is_err() {
             // The streamer ended early: say why.
             let why = match self.thread.take().map(|t| t.join()) {
-                Some(Ok(Err(e))) => e,
+                Some(Ok(Err(e))) => e.to_string(),
                 Some(Ok(Ok(()))) => "it stopped without an error".to_string(),
                 Some(Err(_)) => "it panicked".to_string(),
                 None => "it was already stopped".to_string(),
@@ -159,10 +197,10 @@ impl Streamer {
     }
 
     /// No more batches: deliver the spool (up to the drain timeout) and stop.
-    pub fn finish(mut self) -> Result<(), String> {
+    pub fn finish(mut self) -> Result<(), StreamError> {
         self.tx = None;
         match self.thread.take() {
-            Some(t) => t.join().map_err(|_| "streamer panicked".to_string())?,
+            Some(t) => t.join().map_err(|_| StreamError::Panicked)?,
             None => Ok(()),
         }
     }
@@ -195,12 +233,11 @@ async fn run(
     mut input: mpsc::Receiver<(u64, Vec<u8>)>,
     spooled: BTreeMap<u64, u64>,
     c: Arc<StreamCounters>,
-) -> Result<(), String> {
+) -> Result<(), StreamError> {
     let pcfg =
         ProtoConfig { window: cfg.window, spool_max_bytes: cfg.spool_max_bytes, drain_timeout: cfg.drain_timeout };
     let mut p = StreamProto::new(pcfg, spooled, Instant::now());
-    let bearer: MetadataValue<_> =
-        format!("Bearer {}", cfg.token).parse().map_err(|_| "token is not valid metadata".to_string())?;
+    let bearer: MetadataValue<_> = format!("Bearer {}", cfg.token).parse().map_err(|_| StreamError::BadToken)?;
     let mut input_open = true;
     let mut last_error: Option<String> = None;
     let mut conn: Option<(mpsc::Sender<FlowBatchBytes>, tonic::Streaming<wirefold_schema::rpc::Ack>)> = None;
@@ -224,7 +261,7 @@ async fn run(
                     conn = Some((tx, acks));
                     last_error = None;
                 }
-                Err(OpenError::Refused(e)) => return Err(e),
+                Err(OpenError::Refused(e)) => return Err(StreamError::Refused(e)),
                 Err(OpenError::Failed(e)) => {
                     p.on_connect_failed(Instant::now());
                     if last_error.as_deref() != Some(e.as_str()) {
@@ -306,11 +343,10 @@ fn take(
     p: &mut StreamProto,
     input_open: &mut bool,
     cfg: &StreamConfig,
-) -> Result<(), String> {
+) -> Result<(), StreamError> {
     match m {
         Some((seq, bytes)) => {
-            std::fs::write(cfg.spool_dir.join(spool_name(seq)), &bytes)
-                .map_err(|e| format!("spool write failed: {e}"))?;
+            std::fs::write(cfg.spool_dir.join(spool_name(seq)), &bytes).map_err(StreamError::SpoolWrite)?;
             if let Err(e) = p.on_batch(seq, bytes.len() as u64) {
                 eprintln!(
                     "wirefold: {e}: its {} bytes are NOT delivered: is another sensor running with the same --sensor-id '{}'?",
@@ -376,10 +412,7 @@ async fn open(cfg: &StreamConfig, bearer: &MetadataValue<tonic::metadata::Ascii>
     let mut acks = match tokio::time::timeout(OPEN_TIMEOUT, client.stream(req)).await {
         Ok(Ok(r)) => r.into_inner(),
         Ok(Err(s)) if s.code() == tonic::Code::Unauthenticated => {
-            return Err(OpenError::Refused(format!(
-                "the core refused this sensor: {} (check --sensor-id and --token)",
-                s.message()
-            )))
+            return Err(OpenError::Refused(s.message().to_string()))
         }
         Ok(Err(s)) => return Err(OpenError::Failed(format!("stream to {} failed: {s}", cfg.url))),
         Err(_) => {

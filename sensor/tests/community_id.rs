@@ -115,3 +115,65 @@ fn a_seed_changes_both_the_same_way() {
     assert!(a.is_disjoint(&b), "the seed changes every ID");
     assert_eq!(b, tshark_ids(&f, 7));
 }
+
+/// The core computes each stored flow's Community ID from the stored tuple
+/// (the agent API's `community_id` column and filter). It must equal the
+/// sensor's record (which the tests above hold to tshark's) for every flow,
+/// TCP, UDP, ICMP, ICMPv6 and SCTP, with and without a seed.
+#[test]
+fn the_core_computes_the_records_community_ids_from_stored_flows() {
+    let dir = scratch("core-community-id");
+    let files = [
+        "zeek__http__bro.org.pcap",
+        "zeek__icmp__5-pings.pcap",
+        "zeek__icmp__icmp6-nd-options.pcap",
+        "zeek__communityid__sctp.pcap",
+        "zeek__dns-edns-ecs.pcap",
+        "zeek__tunnels__vxlan.pcap",
+    ];
+    let mut args: Vec<String> = vec!["replay".into()];
+    args.extend(files.iter().map(|f| pcap(f).display().to_string()));
+    let out = dir.join("flows.jsonl");
+    for a in ["--out", out.to_str().unwrap(), "--core", "embedded", "--data-dir", dir.to_str().unwrap()] {
+        args.push(a.into());
+    }
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = wirefold(&argv);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let records = json_lines(&std::fs::read(&out).unwrap());
+    let mut want: Vec<String> = records.iter().filter_map(|r| r["community_id"].as_str().map(String::from)).collect();
+    want.sort();
+    assert!(want.len() >= 10, "{} flows", want.len());
+    let protos: BTreeSet<u64> = records.iter().filter_map(|r| r["proto"].as_u64()).collect();
+    assert!([1, 6, 17, 58, 132].iter().all(|p| protos.contains(p)), "{protos:?}");
+
+    let db = rusqlite::Connection::open(dir.join("core.db")).unwrap();
+    let stored = |seed: u16| -> Vec<String> {
+        wirefold_core::agent::tools::register_functions(&db, seed).unwrap();
+        let mut q = db.prepare("SELECT community_id(src_ip, dst_ip, src_port, dst_port, proto) FROM flows").unwrap();
+        let mut v: Vec<String> = q.query_map([], |r| r.get::<_, String>(0)).unwrap().map(Result::unwrap).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(stored(0), want, "the core's Community IDs equal the records'");
+
+    // The agent's filter finds exactly the flows with that ID.
+    let id = &want[want.len() / 2];
+    let a = serde_json::json!({"community_id": id, "limit": 1000});
+    let (sql, p) =
+        wirefold_core::agent::tools::query_flows_sql(&a, &wirefold_core::agent::AgentLimits::default()).unwrap();
+    let mut q = db.prepare(&sql).unwrap();
+    let n = q.query_map(rusqlite::params_from_iter(p), |_| Ok(())).unwrap().count();
+    assert_eq!(n, want.iter().filter(|w| *w == id).count(), "{id}");
+
+    // With a seed: the sensor's records with --community-id-seed 7 equal the core's with seed 7.
+    let mut argv = vec!["replay", "--no-embed", "--community-id-seed", "7"];
+    let paths: Vec<String> = files.iter().map(|f| pcap(f).display().to_string()).collect();
+    argv.extend(paths.iter().map(String::as_str));
+    let o = wirefold(&argv);
+    let mut seeded: Vec<String> =
+        json_lines(&o.stdout).iter().filter_map(|r| r["community_id"].as_str().map(String::from)).collect();
+    seeded.sort();
+    assert_ne!(seeded, want);
+    assert_eq!(stored(7), seeded);
+}

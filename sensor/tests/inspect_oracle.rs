@@ -132,7 +132,7 @@ const EXCLUDED: &[(&str, &str)] = &[
 ];
 
 /// Tunnels wirefold does not decode (tshark sees the inner flows): captures holding them are left out.
-const UNDECODED_TUNNELS: &str = "geneve or gtp or ayiya or teredo or (gre and not (gre.proto==0x0800 or gre.proto==0x86dd or gre.proto==0x6558 or gre.proto==0x88be or gre.proto==0x22eb or gre.proto==0x8847))";
+const UNDECODED_TUNNELS: &str = "(geneve and not udp.dstport==6081) or (gtp and not udp.dstport==2152) or ayiya or teredo or (gre and not (gre.proto==0x0800 or gre.proto==0x86dd or gre.proto==0x6558 or gre.proto==0x88be or gre.proto==0x22eb or gre.proto==0x8847))";
 
 /// (capture, field) pairs left out, each with its reason.
 const EXCLUDED_FIELDS: &[(&str, &str, &str)] = &[
@@ -141,6 +141,12 @@ const EXCLUDED_FIELDS: &[(&str, &str, &str)] = &[
         "tls_alpn",
         "a non-UTF-8 ALPN value: tshark prints the raw bytes, records write '?' for non-printable bytes",
     ),
+    (
+        "zeek__tunnels__gtp__gtp1_gn_normal_incl_fragmentation.pcap",
+        "http_method",
+        "the GET rides in a GTP-U packet whose outer IPv4 datagram is fragmented: tshark reassembles it, wirefold does not decapsulate fragments",
+    ),
+    ("zeek__tunnels__gtp__gtp1_gn_normal_incl_fragmentation.pcap", "http_host", "as http_method"),
     // Open differences, not yet explained: listed so that they stay visible.
     ("ja4__CVE-2018-6794.pcap", "http_method", "a TCP evasion capture: wirefold reads 4 requests, tshark 2"),
     ("ja4__CVE-2018-6794.pcap", "http_host", "as http_method"),

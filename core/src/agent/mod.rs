@@ -122,6 +122,9 @@ pub struct AgentLimits {
     pub mutations_per_hour: u32,
     /// Stored batches a proposal is evaluated over, at most.
     pub max_shadow_batches: u32,
+    /// Seed of the Community ID the tools compute for each flow (the
+    /// sensors' `--community-id-seed`; 0 by default, as theirs).
+    pub community_id_seed: u16,
 }
 
 impl Default for AgentLimits {
@@ -133,6 +136,7 @@ impl Default for AgentLimits {
             query_budget: Duration::from_secs(2),
             mutations_per_hour: 10,
             max_shadow_batches: 500,
+            community_id_seed: 0,
         }
     }
 }
@@ -408,6 +412,7 @@ impl Agent {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
         )?;
         c.pragma_update(None, "busy_timeout", 2000)?;
+        tools::register_functions(&c, self.cfg.limits.community_id_seed)?;
         Ok(c)
     }
 

@@ -118,6 +118,7 @@ fn flow_row_schema(extra: &[(&str, Value)]) -> Value {
         "gate": nullable("string"), "reason": nullable("string"),
         "app": {"type": "string"}, "server_name": nullable("string"), "ja4": nullable("string"),
         "dns_qname": nullable("string"), "http_host": nullable("string"),
+        "community_id": nullable("string"),
     });
     let m = p.as_object_mut().expect("object");
     for (k, v) in extra {
@@ -169,6 +170,10 @@ pub fn tools(l: &AgentLimits) -> Vec<ToolDef> {
     qp.insert(
         "ja4".into(),
         json!({"type": "string", "minLength": 1, "maxLength": 64, "description": "JA4 fingerprint, exactly"}),
+    );
+    qp.insert(
+        "community_id".into(),
+        json!({"type": "string", "minLength": 3, "maxLength": 64, "description": "Community ID v1 (as Zeek, Suricata and the sensor's records carry it), e.g. 1:LQU9qZlK+B5F3KDmev6m5PMibrg=; hashed per row, so bound the window with since_ns/until_ns"}),
     );
     qp.insert("limit".into(), limit_prop(l, 100));
     t.push(ToolDef {
@@ -419,10 +424,40 @@ fn limit(a: &Value, l: &AgentLimits, default: u32) -> i64 {
     int(a, "limit").unwrap_or(default as i64).clamp(1, l.max_rows as i64)
 }
 
+/// Register the SQL functions the tools' queries use on a reader connection:
+/// `community_id(src_ip, dst_ip, src_port, dst_port, proto)`, the flow's
+/// Community ID v1 with `seed`, computed from the stored tuple (as the
+/// sensor computes it for its records: initiator first; for ICMP and
+/// ICMPv6 the stored `dst_port` is `type << 8 | code`). NULL for a row whose
+/// addresses are not both IPv4 or both IPv6. The core stores no copy: the
+/// tuple is the truth, and the batch carries no extra bytes for it.
+pub fn register_functions(c: &Connection, seed: u16) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    use wirefold_inspect::community_id::{community_id, FlowTuple};
+    c.create_scalar_function(
+        "community_id",
+        5,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        move |ctx| {
+            let src = ctx.get_raw(0).as_blob_or_null().ok().flatten().unwrap_or(&[]);
+            let dst = ctx.get_raw(1).as_blob_or_null().ok().flatten().unwrap_or(&[]);
+            let (sport, dport, proto) =
+                (ctx.get::<i64>(2)? as u16, ctx.get::<i64>(3)? as u16, ctx.get::<i64>(4)? as u8);
+            let (sp, dp) = match proto {
+                1 | 58 => (dport >> 8, dport & 0xff),
+                _ => (sport, dport),
+            };
+            let t = FlowTuple { proto, src, dst, src_port: sp, dst_port: dp };
+            Ok(community_id(seed, &t).ok().map(|c| c.as_str().to_string()))
+        },
+    )
+}
+
 const FLOW_COLS: &str =
     "f.sensor_id, f.seq, f.idx, f.src_ip, f.dst_ip, f.src_port, f.dst_port, f.proto, f.first_ns, f.last_ns,
     f.fwd_packets, f.fwd_bytes, f.rev_packets, f.rev_bytes, f.score, f.verdict, f.gate, f.reason,
-    i.app, i.server_name, i.ja4, i.dns_qname, i.http_host";
+    i.app, i.server_name, i.ja4, i.dns_qname, i.http_host,
+    community_id(f.src_ip, f.dst_ip, f.src_port, f.dst_port, f.proto)";
 
 /// The join that brings a flow's inspection facts (schema version 3; none for older sensors).
 const INFO_JOIN: &str = " LEFT JOIN flow_info i ON i.sensor_id = f.sensor_id AND i.seq = f.seq AND i.idx = f.idx";
@@ -440,6 +475,7 @@ fn flow_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<serde_json::Map<String, V
         "app": r.get::<_, Option<String>>(18)?.unwrap_or_else(|| "unknown".into()),
         "server_name": r.get::<_, Option<String>>(19)?, "ja4": r.get::<_, Option<String>>(20)?,
         "dns_qname": r.get::<_, Option<String>>(21)?, "http_host": r.get::<_, Option<String>>(22)?,
+        "community_id": r.get::<_, Option<String>>(23)?,
     });
     match v {
         Value::Object(m) => Ok(m),
@@ -512,6 +548,12 @@ pub fn query_flows_sql(a: &Value, l: &AgentLimits) -> Result<(String, Vec<Sql>),
     }
     if let Some(x) = a.get("ja4").and_then(|v| v.as_str()) {
         sql.push_str(" AND i.ja4 = ?");
+        p.push(Sql::Text(x.into()));
+    }
+    if let Some(x) = a.get("community_id").and_then(|v| v.as_str()) {
+        // Computed per row from the stored tuple (see `register_functions`):
+        // the other filters and the time window bound the rows it hashes.
+        sql.push_str(" AND community_id(f.src_ip, f.dst_ip, f.src_port, f.dst_port, f.proto) = ?");
         p.push(Sql::Text(x.into()));
     }
     sql.push_str(" ORDER BY f.last_ns DESC, f.sensor_id, f.seq, f.idx LIMIT ?");
@@ -603,9 +645,9 @@ fn anomalies(c: &Connection, a: &Value, l: &AgentLimits) -> Result<(Value, u64),
     let mut q = c.prepare_cached(&sql)?;
     let rows = q.query_map(rusqlite::params_from_iter(p), |r| {
         let mut m = flow_row(r)?;
-        m.insert("shadow".into(), json!(r.get::<_, Option<String>>(23)?));
-        m.insert("shadow_reason".into(), json!(r.get::<_, Option<String>>(24)?));
-        m.insert("config_version".into(), json!(r.get::<_, Option<i64>>(25)?));
+        m.insert("shadow".into(), json!(r.get::<_, Option<String>>(24)?));
+        m.insert("shadow_reason".into(), json!(r.get::<_, Option<String>>(25)?));
+        m.insert("config_version".into(), json!(r.get::<_, Option<i64>>(26)?));
         Ok(Value::Object(m))
     })?;
     let v: Vec<Value> = rows.collect::<rusqlite::Result<_>>()?;
@@ -684,10 +726,10 @@ fn explain(c: &Connection, d: &Deadline, ledger: &std::path::Path, a: &Value) ->
         return Err(ToolError::NotFound(format!("no stored flow {s}/{seq}/{idx}")));
     };
     let flow = flow_row(r)?;
-    let version: Option<i64> = r.get(25)?;
+    let version: Option<i64> = r.get(26)?;
     let decision = match flow.get("verdict") {
         Some(Value::String(v)) => json!({"verdict": v, "gate": flow["gate"], "reason": flow["reason"],
-            "shadow": r.get::<_, Option<String>>(23)?, "shadow_reason": r.get::<_, Option<String>>(24)?, "config_version": version}),
+            "shadow": r.get::<_, Option<String>>(24)?, "shadow_reason": r.get::<_, Option<String>>(25)?, "config_version": version}),
         _ => Value::Null,
     };
     drop(rows);

@@ -71,32 +71,46 @@ impl Default for AfPacketConfig {
     }
 }
 
+/// A ring geometry the kernel would refuse: the field, its value, and what
+/// is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} {value}{unit} is invalid: {allowed}")]
+pub struct GeometryError {
+    /// The setting, as the operator knows it (`ring block size`, ...).
+    pub field: &'static str,
+    /// Its value.
+    pub value: u64,
+    /// The value's unit, with a leading space when there is one.
+    pub unit: &'static str,
+    /// What is allowed.
+    pub allowed: String,
+}
+
 impl AfPacketConfig {
-    /// Check the ring geometry; the message names the field, the value and
+    /// Check the ring geometry; the error names the field, the value and
     /// what is allowed.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), GeometryError> {
+        let bad = |field, value: u64, unit, allowed: String| Err(GeometryError { field, value, unit, allowed });
         let page = page_size();
         if !self.block_size.is_power_of_two() || (self.block_size as usize) < page {
-            return Err(format!(
-                "ring block size {} is invalid: it must be a power of two and at least the page size ({page})",
-                self.block_size
-            ));
+            let allowed = format!("it must be a power of two and at least the page size ({page})");
+            return bad("ring block size", self.block_size.into(), "", allowed);
         }
         if self.block_count == 0 || self.block_count > 65536 {
-            return Err(format!("ring block count {} is invalid: allowed 1..=65536", self.block_count));
+            return bad("ring block count", self.block_count.into(), "", "allowed 1..=65536".into());
         }
         if self.frame_size < 128 || !self.frame_size.is_multiple_of(16) || self.frame_size > self.block_size {
-            return Err(format!(
-                "ring frame size {} is invalid: it must be a multiple of 16, at least 128 and at most the block size ({})",
-                self.frame_size, self.block_size
-            ));
+            let allowed =
+                format!("it must be a multiple of 16, at least 128 and at most the block size ({})", self.block_size);
+            return bad("ring frame size", self.frame_size.into(), "", allowed);
         }
         let total = self.block_size as u64 * self.block_count as u64;
         if total > 1 << 34 {
-            return Err(format!("ring of {total} bytes is too large: block size × block count must be at most 16 GiB"));
+            let allowed = "block size × block count must be at most 16 GiB".to_string();
+            return bad("ring size", total, " bytes", allowed);
         }
         if self.retire_timeout_ms == 0 || self.retire_timeout_ms > 10_000 {
-            return Err(format!("block retire timeout {} ms is invalid: allowed 1..=10000", self.retire_timeout_ms));
+            return bad("block retire timeout", self.retire_timeout_ms.into(), " ms", "allowed 1..=10000".into());
         }
         Ok(())
     }
@@ -216,7 +230,7 @@ impl AfPacketSocket {
     /// Open, configure, map and bind a socket on `cfg.iface`, and join the
     /// fanout group (hash mode with the defrag flag). `queue` labels packets.
     pub fn open(cfg: &AfPacketConfig, fanout: Fanout, queue: u16) -> Result<Self, CaptureError> {
-        cfg.validate().map_err(CaptureError::Setup)?;
+        cfg.validate().map_err(|e| CaptureError::Setup(e.to_string()))?;
         let (ifindex, up) = interface(&cfg.iface)?;
         if !up {
             return Err(CaptureError::Setup(format!(
@@ -471,13 +485,20 @@ mod tests {
         let ok = AfPacketConfig { iface: "lo".into(), ..Default::default() };
         assert!(ok.validate().is_ok());
         let e = AfPacketConfig { block_size: 3000, ..ok.clone() }.validate().unwrap_err();
+        assert_eq!((e.field, e.value), ("ring block size", 3000));
+        let e = e.to_string();
         assert!(e.contains("block size 3000") && e.contains("power of two"), "{e}");
-        let e = AfPacketConfig { block_count: 0, ..ok.clone() }.validate().unwrap_err();
+        let e = AfPacketConfig { block_count: 0, ..ok.clone() }.validate().unwrap_err().to_string();
         assert!(e.contains("block count 0"), "{e}");
-        let e = AfPacketConfig { frame_size: 100, ..ok.clone() }.validate().unwrap_err();
+        let e = AfPacketConfig { frame_size: 100, ..ok.clone() }.validate().unwrap_err().to_string();
         assert!(e.contains("frame size 100"), "{e}");
-        let e = AfPacketConfig { retire_timeout_ms: 0, ..ok }.validate().unwrap_err();
-        assert!(e.contains("retire timeout 0"), "{e}");
+        let e = AfPacketConfig { retire_timeout_ms: 0, ..ok.clone() }.validate().unwrap_err().to_string();
+        assert!(e.contains("retire timeout 0 ms"), "{e}");
+        let e = AfPacketConfig { block_size: 1 << 24, block_count: 2048, ..ok }.validate().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "ring size 34359738368 bytes is invalid: block size × block count must be at most 16 GiB"
+        );
     }
 
     #[test]

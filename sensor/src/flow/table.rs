@@ -69,6 +69,8 @@ pub struct Flow {
     pub outer_src: [u8; 16],
     /// Outer destination address of the first packet.
     pub outer_dst: [u8; 16],
+    /// The outermost tunnel's VNI or TEID on the first packet.
+    pub tunnel_id: u32,
     /// ICMP type of the first packet.
     pub icmp_type: u8,
     /// ICMP code of the first packet.
@@ -106,6 +108,7 @@ impl Flow {
             outer_version: m.outer_version,
             outer_src: m.outer_src,
             outer_dst: m.outer_dst,
+            tunnel_id: m.tunnel_id,
             icmp_type: m.icmp_type,
             icmp_code: m.icmp_code,
             splt_n: 0,

@@ -5,7 +5,9 @@
 //! [`Malformed`] reason that [`DecodeStats`] counts.
 
 use super::ethernet::{EtherType, EthernetFrame, VlanTag};
+use super::geneve::{self, GenevePacket};
 use super::gre::GrePacket;
+use super::gtp::{self, GtpPacket};
 use super::icmp::{self, IcmpPacket};
 use super::ipv4::Ipv4Packet;
 use super::ipv6::{is_extension, Ipv6ExtHeader, Ipv6FragmentHeader, Ipv6Packet};
@@ -79,6 +81,10 @@ pub enum TunnelKind {
     Vxlan,
     /// IPv4 or IPv6 directly inside IP (protocols 4 and 41).
     IpInIp,
+    /// GTP-U (a mobile network's user plane) over UDP.
+    GtpU,
+    /// Geneve over UDP.
+    Geneve,
 }
 
 impl TunnelKind {
@@ -89,6 +95,8 @@ impl TunnelKind {
             Self::Gre => "gre",
             Self::Vxlan => "vxlan",
             Self::IpInIp => "ipip",
+            Self::GtpU => "gtpu",
+            Self::Geneve => "geneve",
         }
     }
 }
@@ -184,6 +192,9 @@ pub struct PacketMeta {
     pub outer_src: [u8; 16],
     /// Outer destination address of the tunnel.
     pub outer_dst: [u8; 16],
+    /// The outermost tunnel's identifier: VXLAN or Geneve VNI, GTP-U TEID
+    /// (0 for tunnels without one).
+    pub tunnel_id: u32,
 }
 
 /// Per-decoder counters.
@@ -520,11 +531,63 @@ impl Decoder {
                     // A first fragment's payload is the start of the datagram (a DNS header and question fit).
                     self.locate(u.payload(), m);
                 }
-                if !fragment && (m.dst_port == vxlan::PORT) {
-                    let v = VxlanPacket::new_checked(u.payload())?;
-                    if v.vni_valid() && v.payload().len() >= EthernetFrame::<&[u8]>::HEADER_LEN {
-                        let inner = v.payload();
-                        return self.tunnel(TunnelKind::Vxlan, m, depth, |d, m, depth| d.ether(inner, extra, m, depth));
+                // A tunnel is known by its UDP port, the destination's or
+                // else the source's (as tshark decodes). A header that does
+                // not parse is malformed when it was sent to the tunnel's
+                // port; from it only, the datagram stays an ordinary UDP flow.
+                let port = match (m.dst_port, m.src_port) {
+                    (d @ (vxlan::PORT | geneve::PORT | gtp::PORT), _) => Some((d, true)),
+                    (_, s @ (vxlan::PORT | geneve::PORT | gtp::PORT)) => Some((s, false)),
+                    _ => None,
+                };
+                if let (false, Some((port, to_it))) = (fragment, port) {
+                    match port {
+                        vxlan::PORT => {
+                            let v = tunnel_header(VxlanPacket::new_checked(u.payload()), to_it)?;
+                            if let Some(v) =
+                                v.filter(|v| v.vni_valid() && v.payload().len() >= EthernetFrame::<&[u8]>::HEADER_LEN)
+                            {
+                                let (inner, id) = (v.payload(), v.vni());
+                                return self.tunnel(TunnelKind::Vxlan, id, m, depth, |d, m, depth| {
+                                    d.ether(inner, extra, m, depth)
+                                });
+                            }
+                        }
+                        geneve::PORT => {
+                            let Some(g) = tunnel_header(GenevePacket::new_checked(u.payload()), to_it)? else {
+                                return Ok(Outcome::Flow);
+                            };
+                            let target = match g.protocol() {
+                                0x6558 => Some(Inner::Ether(g.payload())),
+                                0x0800 => Some(Inner::Ipv4(g.payload())),
+                                0x86DD => Some(Inner::Ipv6(g.payload())),
+                                _ => None,
+                            };
+                            if let Some(t) = target {
+                                let id = g.vni();
+                                return self.tunnel(TunnelKind::Geneve, id, m, depth, |d, m, depth| {
+                                    t.decode(d, extra, m, depth)
+                                });
+                            }
+                        }
+                        gtp::PORT => {
+                            let Some(g) = tunnel_header(GtpPacket::new_checked(u.payload()), to_it)? else {
+                                return Ok(Outcome::Flow);
+                            };
+                            let inner = g.payload();
+                            let target = match (g.msg_type(), inner.first().map(|b| b >> 4)) {
+                                (gtp::G_PDU, Some(4)) => Some(Inner::Ipv4(inner)),
+                                (gtp::G_PDU, Some(6)) => Some(Inner::Ipv6(inner)),
+                                _ => None,
+                            };
+                            if let Some(t) = target {
+                                let id = g.teid();
+                                return self.tunnel(TunnelKind::GtpU, id, m, depth, |d, m, depth| {
+                                    t.decode(d, extra, m, depth)
+                                });
+                            }
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -574,14 +637,14 @@ impl Decoder {
                 };
                 m.payload_len = l4_len.saturating_sub(g.header_len()) as u32;
                 if let Some(t) = target {
-                    return self.tunnel(TunnelKind::Gre, m, depth, |d, m, depth| t.decode(d, extra, m, depth));
+                    return self.tunnel(TunnelKind::Gre, 0, m, depth, |d, m, depth| t.decode(d, extra, m, depth));
                 }
             }
             IpProtocol::IpIp if !fragment => {
-                return self.tunnel(TunnelKind::IpInIp, m, depth, |d, m, depth| d.ipv4(b, extra, m, depth));
+                return self.tunnel(TunnelKind::IpInIp, 0, m, depth, |d, m, depth| d.ipv4(b, extra, m, depth));
             }
             IpProtocol::Ipv6InIp if !fragment => {
-                return self.tunnel(TunnelKind::IpInIp, m, depth, |d, m, depth| d.ipv6(b, extra, m, depth));
+                return self.tunnel(TunnelKind::IpInIp, 0, m, depth, |d, m, depth| d.ipv6(b, extra, m, depth));
             }
             _ => {
                 m.payload_len = l4_len as u32;
@@ -610,6 +673,7 @@ impl Decoder {
     fn tunnel(
         &mut self,
         kind: TunnelKind,
+        id: u32,
         m: &mut PacketMeta,
         depth: u8,
         inner: impl FnOnce(&mut Self, &mut PacketMeta, u8) -> Step,
@@ -622,6 +686,7 @@ impl Decoder {
             m.outer_version = m.ip_version;
             m.outer_src = m.src;
             m.outer_dst = m.dst;
+            m.tunnel_id = id;
         }
         // The inner packet starts afresh at the transport fields.
         m.src_port = 0;
@@ -662,6 +727,16 @@ impl Decoder {
         } else {
             self.stats.frag_unmatched += 1;
         }
+    }
+}
+
+/// A tunnel header's check: its error stands when the datagram was sent to
+/// the tunnel's port (`to_it`), else the datagram is not a tunnel (`None`).
+fn tunnel_header<H>(r: Result<H, Malformed>, to_it: bool) -> Result<Option<H>, Malformed> {
+    match r {
+        Ok(h) => Ok(Some(h)),
+        Err(e) if to_it => Err(e),
+        Err(_) => Ok(None),
     }
 }
 
@@ -840,6 +915,62 @@ pub(crate) mod tests {
         assert_eq!(&m.outer_dst[..4], &[10, 0, 0, 3]);
         assert_eq!(&m.vlans[..m.vlan_count as usize], &[7]);
         assert_eq!((m.src_port, m.dst_port), (40000, 443));
+    }
+
+    #[test]
+    fn geneve_and_gtp_u_are_decapsulated_with_their_ids() {
+        let inner = ipv4([192, 168, 0, 1], [192, 168, 0, 2], 6, 1, 0, &tcp(40000, 443, 0x18, b"hello"));
+        // Geneve with one option word, Ethernet inside, VNI 0x0abcde.
+        let gen = [&[0x01u8, 0, 0x65, 0x58, 0x0a, 0xbc, 0xde, 0, 1, 2, 3, 4][..], &ether(&[], 0x0800, &inner)].concat();
+        let f = ether(&[], 0x0800, &ipv4([10, 0, 0, 1], [10, 0, 0, 3], 17, 1, 0, &udp(5555, 6081, &gen)));
+        let (ok, m, _) = run(LinkType::Ethernet, &f);
+        assert!(ok);
+        assert_eq!((m.tunnel, m.tunnel_id), (TunnelKind::Geneve, 0x0abcde));
+        assert_eq!((&m.outer_dst[..4], &m.src[..4]), (&[10u8, 0, 0, 3][..], &[192u8, 168, 0, 1][..]));
+        assert_eq!((m.proto, m.src_port, m.dst_port, m.payload_len), (6, 40000, 443, 5));
+        // A GTP-U G-PDU with a sequence number: IP directly inside; TEID 0xdeadbeef.
+        let gtp = [&[0x32u8, 0xff, 0, 0, 0xde, 0xad, 0xbe, 0xef, 0, 1, 0, 0][..], &inner].concat();
+        let f = ether(&[], 0x0800, &ipv4([10, 0, 0, 1], [10, 0, 0, 4], 17, 1, 0, &udp(2152, 2152, &gtp)));
+        let (ok, m, _) = run(LinkType::Ethernet, &f);
+        assert!(ok);
+        assert_eq!((m.tunnel, m.tunnel_id), (TunnelKind::GtpU, 0xdead_beef));
+        assert_eq!((m.proto, m.src_port, m.dst_port), (6, 40000, 443));
+        // A GTP-U echo request stays the outer UDP flow.
+        let echo = [0x32u8, 0x01, 0, 4, 0, 0, 0, 0, 0, 1, 0, 0];
+        let f = ether(&[], 0x0800, &ipv4([10, 0, 0, 1], [10, 0, 0, 4], 17, 1, 0, &udp(2152, 2152, &echo)));
+        let (ok, m, _) = run(LinkType::Ethernet, &f);
+        assert!(ok);
+        assert_eq!((m.tunnel, m.proto, m.dst_port), (TunnelKind::None, 17, 2152));
+    }
+
+    #[test]
+    fn a_bad_tunnel_header_is_malformed_only_when_sent_to_the_tunnel_port() {
+        // GTPv2 (version 2) to the GTP-U port: counted.
+        let v2 = [0x48u8, 0xff, 0, 4, 0, 0, 0, 0];
+        let f = ether(&[], 0x0800, &ipv4([10, 0, 0, 1], [10, 0, 0, 4], 17, 1, 0, &udp(3000, 2152, &v2)));
+        let (ok, _, d) = run(LinkType::Ethernet, &f);
+        assert!(!ok);
+        assert_eq!(d.stats.malformed[Malformed::BadGtp as usize], 1);
+        // The same bytes from port 2152 to an ephemeral port: an ordinary UDP flow.
+        let f = ether(&[], 0x0800, &ipv4([10, 0, 0, 1], [10, 0, 0, 4], 17, 1, 0, &udp(2152, 3000, &v2)));
+        let (ok, m, d) = run(LinkType::Ethernet, &f);
+        assert!(ok);
+        assert_eq!((m.tunnel, m.dst_port, d.stats.malformed_total()), (TunnelKind::None, 3000, 0));
+        // Geneve version 1, and a cut option area.
+        let f = ether(
+            &[],
+            0x0800,
+            &ipv4([10, 0, 0, 1], [10, 0, 0, 4], 17, 1, 0, &udp(1, 6081, &[0x40, 0, 0x65, 0x58, 0, 0, 0, 0])),
+        );
+        let (_, _, d) = run(LinkType::Ethernet, &f);
+        assert_eq!(d.stats.malformed[Malformed::BadGeneve as usize], 1);
+        let f = ether(
+            &[],
+            0x0800,
+            &ipv4([10, 0, 0, 1], [10, 0, 0, 4], 17, 1, 0, &udp(1, 6081, &[0x03, 0, 0x65, 0x58, 0, 0, 0, 0])),
+        );
+        let (_, _, d) = run(LinkType::Ethernet, &f);
+        assert_eq!(d.stats.malformed[Malformed::TruncatedGeneve as usize], 1);
     }
 
     #[test]

@@ -12,13 +12,15 @@
 //!   they can be counted ([`EtherType::Unknown`], [`IpProtocol::Unknown`]).
 //!
 //! [`decode`] stacks these views into the full link → IP → transport walk,
-//! with VLAN/QinQ, MPLS, PPPoE and tunnel (GRE, VXLAN, IP-in-IP)
+//! with VLAN/QinQ, MPLS, PPPoE and tunnel (GRE, VXLAN, Geneve, GTP-U, IP-in-IP)
 //! decapsulation, and fills a fixed-size [`PacketMeta`].
 #![forbid(unsafe_code)]
 
 pub mod decode;
 pub mod ethernet;
+pub mod geneve;
 pub mod gre;
+pub mod gtp;
 pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
@@ -30,7 +32,9 @@ pub mod vxlan;
 
 pub use decode::{DecodeStats, Decoder, PacketMeta, Skipped, TunnelKind, MAX_VLANS};
 pub use ethernet::{EtherType, EthernetFrame, VlanTag};
+pub use geneve::GenevePacket;
 pub use gre::GrePacket;
+pub use gtp::GtpPacket;
 pub use icmp::IcmpPacket;
 pub use ipv4::Ipv4Packet;
 pub use ipv6::{Ipv6ExtHeader, Ipv6FragmentHeader, Ipv6Packet};
@@ -82,13 +86,22 @@ pub enum Malformed {
     BadGre,
     /// A VXLAN header is cut short.
     TruncatedVxlan,
+    /// A GTP-U header (with its optional part and extension headers) is cut short.
+    TruncatedGtp,
+    /// A datagram to the GTP-U port that is not GTP version 1 (PT 1), or
+    /// whose extension headers have length 0 or nest too deep.
+    BadGtp,
+    /// A Geneve header or its options are cut short.
+    TruncatedGeneve,
+    /// A Geneve header whose version is not 0.
+    BadGeneve,
     /// More nested tunnels than the decoder follows.
     TunnelTooDeep,
 }
 
 impl Malformed {
     /// Number of variants (the size of a counter array).
-    pub const COUNT: usize = 20;
+    pub const COUNT: usize = 24;
     /// All variants, in counter order.
     pub const ALL: [Malformed; Self::COUNT] = [
         Self::TruncatedLink,
@@ -110,6 +123,10 @@ impl Malformed {
         Self::TruncatedIcmp,
         Self::BadGre,
         Self::TruncatedVxlan,
+        Self::TruncatedGtp,
+        Self::BadGtp,
+        Self::TruncatedGeneve,
+        Self::BadGeneve,
         Self::TunnelTooDeep,
     ];
 
@@ -135,6 +152,10 @@ impl Malformed {
             Self::TruncatedIcmp => "truncated_icmp",
             Self::BadGre => "bad_gre",
             Self::TruncatedVxlan => "truncated_vxlan",
+            Self::TruncatedGtp => "truncated_gtp",
+            Self::BadGtp => "bad_gtp",
+            Self::TruncatedGeneve => "truncated_geneve",
+            Self::BadGeneve => "bad_geneve",
             Self::TunnelTooDeep => "tunnel_too_deep",
         }
     }
