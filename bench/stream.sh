@@ -31,7 +31,8 @@ fi
 WF="$ROOT/target/release/wirefold"
 cat "$CAP" >/dev/null
 median() { sort -g | awk '{a[NR]=$1} END{print (NR%2)? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-R=() S=() RN=() SN=()
+printf '[gates.score]\nmode = "off"\n[gates.novelty]\nmode = "off"\n[gates.burst]\nmode = "off"\n[gates.budget]\nmode = "off"\n[gates.drift]\nmode = "off"\n' >"$WORK/gates-off.toml"
+R=() S=() RN=() SN=() SO=()
 for ((i = 0; i < RUNS; i++)); do
     /usr/bin/time -f '%e' -o "$WORK/t" "$WF" replay --out /dev/null --summary-json "$WORK/r.sum" "$CAP" 2>/dev/null
     FLOWS=$(python3 -c "import json;print(json.load(open('$WORK/r.sum'))['flows_total'])")
@@ -51,11 +52,18 @@ for ((i = 0; i < RUNS; i++)); do
     STORED=$(python3 -c "import sqlite3;print(sqlite3.connect('$WORK/stream-data/core.db').execute('select count(*) from flows').fetchone()[0])")
     [ "$STORED" = "$FLOWS" ] || { echo "stored $STORED of $FLOWS flows" >&2; exit 1; }
     SN+=("$(echo "$FLOWS / $(cat "$WORK/t")" | bc -l)")
+    rm -rf "$WORK/stream-data"
+    /usr/bin/time -f '%e' -o "$WORK/t" "$WF" replay --core embedded --core-gates "$WORK/gates-off.toml" \
+        --data-dir "$WORK/stream-data" --out /dev/null --summary-json "$WORK/s.sum" "$CAP" 2>"$WORK/s.err"
+    STORED=$(python3 -c "import sqlite3;print(sqlite3.connect('$WORK/stream-data/core.db').execute('select count(*) from flows').fetchone()[0])")
+    [ "$STORED" = "$FLOWS" ] || { echo "stored $STORED of $FLOWS flows (gates off)" >&2; exit 1; }
+    SO+=("$(echo "$FLOWS / $(cat "$WORK/t")" | bc -l)")
 done
 RM=$(printf '%s\n' "${R[@]}" | median)
 SM=$(printf '%s\n' "${S[@]}" | median)
 RNM=$(printf '%s\n' "${RN[@]}" | median)
 SNM=$(printf '%s\n' "${SN[@]}" | median)
+SOM=$(printf '%s\n' "${SO[@]}" | median)
 echo "$FLOWS flows per run, every one verified in the core's database; whole-process wall time, median of $RUNS"
 "$WF" replay --no-output --batches-out "$WORK/batches.fb" "$CAP" 2>/dev/null
 GON=() GOFF=()
@@ -67,4 +75,5 @@ GONM=$(printf '%s\n' "${GON[@]}" | median)
 GOFFM=$(printf '%s\n' "${GOFF[@]}" | median)
 printf 'core ingest: gates on %.0f flows/s, gates off %.0f flows/s, ratio: %.2f (median of %d)\n' "$GONM" "$GOFFM" "$(echo "$GONM / $GOFFM" | bc -l)" "$RUNS"
 printf 'stream: %.0f flows/s, replay-only: %.0f flows/s, ratio: %.2f\n' "$SM" "$RM" "$(echo "$SM / $RM" | bc -l)"
+printf 'stream, gates on %.0f flows/s, gates off %.0f flows/s, ratio: %.2f\n' "$SM" "$SOM" "$(echo "$SM / $SOM" | bc -l)"
 printf 'stream without JSON (--no-output): %.0f flows/s, replay-only: %.0f flows/s, ratio: %.2f\n' "$SNM" "$RNM" "$(echo "$SNM / $RNM" | bc -l)"

@@ -66,6 +66,7 @@ pub struct Embedder {
     session: Session,
     card: ModelCard,
     input: Vec<f32>,
+    emb: Vec<f32>,
 }
 
 impl std::fmt::Debug for Embedder {
@@ -114,7 +115,7 @@ impl Embedder {
                 return Err(EmbedError::Model(format!("model '{}' has no output named '{name}'", card.model_id)));
             }
         }
-        Ok(Self { session, card, input: Vec::new() })
+        Ok(Self { session, card, input: Vec::new(), emb: Vec::new() })
     }
 
     /// The bundled model.
@@ -131,12 +132,19 @@ impl Embedder {
 
     /// Standardise `rows` as the model expects (clamped to ±CLAMP).
     pub fn standardise(&self, rows: &[[f32; F]], out: &mut Vec<f32>) {
+        // One pass per row over fixed-size arrays, written in place, so the
+        // loop vectorises. (`(x - m) * (1/s)` can differ from `(x - m) / s`
+        // in the last bit, so the divisions stay.)
+        let (mean, std) = (&self.card.mean, &self.card.std);
+        let (mut m, mut sd) = ([0f32; F], [1f32; F]);
+        m.copy_from_slice(&mean[..F]);
+        sd.copy_from_slice(&std[..F]);
         out.clear();
-        out.reserve(rows.len() * F);
-        for r in rows {
-            for (j, x) in r.iter().enumerate() {
-                let z = (x - self.card.mean[j]) / self.card.std[j];
-                out.push(if z.is_finite() { z.clamp(-CLAMP, CLAMP) } else { 0.0 });
+        out.resize(rows.len() * F, 0.0);
+        for (r, o) in rows.iter().zip(out.chunks_exact_mut(F)) {
+            for j in 0..F {
+                let z = (r[j] - m[j]) / sd[j];
+                o[j] = if z.is_finite() { z.clamp(-CLAMP, CLAMP) } else { 0.0 };
             }
         }
     }
@@ -175,10 +183,13 @@ impl Embedder {
     ) -> Result<(), EmbedError> {
         let mut input = std::mem::take(&mut self.input);
         self.standardise(rows, &mut input);
-        let mut emb = Vec::with_capacity(rows.len() * EMBEDDING_DIM);
+        let mut emb = std::mem::take(&mut self.emb);
         let r = self.infer(&input, &mut emb, scores);
         self.input = input;
-        r?;
+        if let Err(e) = r {
+            self.emb = emb;
+            return Err(e);
+        }
         let inv = 1.0 / self.card.int8_scale;
         out.clear();
         out.extend(emb.chunks_exact(EMBEDDING_DIM).map(|c| {
@@ -188,6 +199,7 @@ impl Embedder {
             }
             q
         }));
+        self.emb = emb;
         for s in scores.iter_mut() {
             if !s.is_finite() {
                 *s = f32::MAX;

@@ -205,6 +205,28 @@ fn l(x: f64) -> f32 {
     }
 }
 
+/// `ln(1 + n)` of the small counts most features are, from a table built
+/// with the same `log1pf` (so the values are bit-identical to [`l`]): about
+/// half of a flow's logarithms are counts below this bound.
+const LN1P_TABLE: usize = 4096;
+
+static LN1P: std::sync::LazyLock<Box<[f32; LN1P_TABLE]>> = std::sync::LazyLock::new(|| {
+    let mut t = Box::new([0f32; LN1P_TABLE]);
+    for (n, v) in t.iter_mut().enumerate() {
+        *v = (n as f32).ln_1p();
+    }
+    t
+});
+
+/// [`l`] of a count.
+#[inline]
+fn li(n: u64) -> f32 {
+    match LN1P.get(n as usize) {
+        Some(&v) if n < LN1P_TABLE as u64 => v,
+        _ => l(n as f64),
+    }
+}
+
 #[inline]
 fn ratio(a: f64, b: f64) -> f32 {
     if b > 0.0 && a.is_finite() {
@@ -220,7 +242,7 @@ pub fn extract(s: &FlowSummary, out: &mut [f32; F]) {
 }
 
 fn signed_log(x: i32) -> f32 {
-    let m = (x.unsigned_abs() as f32).ln_1p();
+    let m = li(x.unsigned_abs() as u64);
     if x < 0 {
         -m
     } else {
@@ -241,10 +263,10 @@ pub fn extract_with(s: &FlowSummary, c: &FlowContext, out: &mut [f32; F]) {
     let packets = (s.fwd_packets + s.rev_packets) as f64;
     let base: [f32; 26] = [
         l(s.duration_s),
-        l(s.fwd_packets as f64),
-        l(s.rev_packets as f64),
-        l(s.fwd_bytes as f64),
-        l(s.rev_bytes as f64),
+        li(s.fwd_packets),
+        li(s.rev_packets),
+        li(s.fwd_bytes),
+        li(s.rev_bytes),
         l(s.fwd_size[0]),
         l(s.rev_size[0]),
         l(s.fwd_size[1]),
@@ -257,10 +279,10 @@ pub fn extract_with(s: &FlowSummary, c: &FlowContext, out: &mut [f32; F]) {
         l(s.rev_iat[1] * 1e3),
         ratio(s.fwd_payload as f64, s.fwd_bytes as f64),
         ratio(s.rev_payload as f64, s.rev_bytes as f64),
-        l(s.syn as f64),
-        l(s.fin as f64),
-        l(s.rst as f64),
-        l(s.psh as f64),
+        li(s.syn as u64),
+        li(s.fin as u64),
+        li(s.rst as u64),
+        li(s.psh as u64),
         ratio(s.ack as f64, packets),
         (s.proto == 6) as u8 as f32,
         (s.proto == 17) as u8 as f32,
@@ -292,8 +314,8 @@ pub fn extract_with(s: &FlowSummary, c: &FlowContext, out: &mut [f32; F]) {
     for a in c.app {
         put(a as u8 as f32);
     }
-    put(l(c.dns_qname_len as f64));
-    put(l(c.dns_label_max as f64));
+    put(li(c.dns_qname_len as u64));
+    put(li(c.dns_label_max as u64));
     put(unit(c.dns_qname_entropy / 8.0));
     put((c.dns_qtype != 0 && !matches!(c.dns_qtype, 1 | 28 | 12 | 65 | 64 | 33 | 15 | 2 | 6)) as u8 as f32);
     put(c.dns_rcode.is_some_and(|r| r != 0) as u8 as f32);
@@ -368,6 +390,14 @@ mod tests {
         };
         extract(&bad, &mut v);
         assert!(v.iter().all(|x| x.is_finite()), "{v:?}");
+    }
+
+    #[test]
+    fn the_count_table_equals_log1p_bit_for_bit() {
+        for n in (0..LN1P_TABLE as u64 + 10).chain([65_535, 1 << 20, u32::MAX as u64]) {
+            assert_eq!(li(n).to_bits(), l(n as f64).to_bits(), "{n}");
+        }
+        assert_eq!(signed_log(-1500).to_bits(), (-(1500f32.ln_1p())).to_bits());
     }
 
     #[test]

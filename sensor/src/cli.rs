@@ -138,6 +138,10 @@ pub struct OutputArgs {
     /// to start one in this process on loopback, with its database under --data-dir.
     #[arg(long, value_name = "URL")]
     pub core: Option<String>,
+    /// With --core embedded: a TOML file whose [gates] table sets the embedded
+    /// core's promotion gates, as in `wirefold core --config` (see docs/gates.md).
+    #[arg(long, value_name = "FILE")]
+    pub core_gates: Option<PathBuf>,
     /// Bearer token for the core (with --core embedded, any token of 8+ characters; default one is made up).
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,

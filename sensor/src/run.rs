@@ -77,8 +77,14 @@ fn open_output(o: &OutputArgs, live: bool) -> Result<Outputs, (anyhow::Error, u8
                 std::fs::create_dir_all(&o.data_dir)
                     .map_err(|e| setup(format!("cannot create {}: {e}", o.data_dir.display())))?;
                 let path = o.data_dir.join("core.db");
-                let cfg =
+                let mut cfg =
                     wirefold_core::CoreConfig::new(path.clone(), wirefold_core::Tokens::single(&o.sensor_id, &token));
+                if let Some(p) = &o.core_gates {
+                    let text = std::fs::read_to_string(p)
+                        .map_err(|e| setup(format!("cannot read --core-gates {}: {e}", p.display())))?;
+                    cfg.gates = wirefold_core::GatesConfig::from_toml_document(&text)
+                        .map_err(|e| setup(format!("--core-gates {}: {e}", p.display())))?;
+                }
                 let h = wirefold_core::serve("127.0.0.1:0".parse().expect("loopback"), cfg)
                     .map_err(|e| setup(e.to_string()))?;
                 let url = format!("http://{}", h.addr);
@@ -87,6 +93,9 @@ fn open_output(o: &OutputArgs, live: bool) -> Result<Outputs, (anyhow::Error, u8
                 db = Some(path);
                 (url, token)
             } else {
+                if o.core_gates.is_some() {
+                    return Err(setup("--core-gates configures an embedded core only (--core embedded)".into()));
+                }
                 let token =
                     o.token.clone().ok_or_else(|| setup("--core needs --token (the sensor's bearer token)".into()))?;
                 (url.to_string(), token)

@@ -308,3 +308,64 @@ fn credentials_in_the_clear_and_readable_token_files_are_refused_with_a_fix() {
     let e = s(&out.stderr);
     assert!(e.contains("plain text to 192.0.2.1") && e.contains("--allow-plaintext"), "{e}");
 }
+
+/// `--core-gates FILE` configures the embedded core's gates: with every gate
+/// off, every stored flow is promoted (the defaults hold some); a bad file
+/// exits 2 naming the field, and the flag is refused for a remote core.
+#[test]
+fn core_gates_configures_the_embedded_core() {
+    let dir = scratch("core-gates");
+    let f = pcap("zeek__http__bro.org.pcap");
+    let verdicts = |gates: Option<&std::path::Path>, name: &str| -> (u64, u64) {
+        let data = dir.join(name);
+        let mut args = vec!["replay", "--out", "/dev/null", "--core", "embedded", "--data-dir", data.to_str().unwrap()];
+        if let Some(g) = gates {
+            args.extend(["--core-gates", g.to_str().unwrap()]);
+        }
+        args.push(f.to_str().unwrap());
+        let out = wirefold(&args);
+        assert!(out.status.success(), "{}", s(&out.stderr));
+        let db = rusqlite::Connection::open(data.join("core.db")).unwrap();
+        db.query_row("SELECT count(*), coalesce(sum(verdict = 'promoted'), 0) FROM flows", [], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+        })
+        .unwrap()
+    };
+    let (n, promoted) = verdicts(None, "default");
+    assert!(n > 5 && promoted < n, "the default gates hold some flows: {promoted} of {n}");
+    let off = dir.join("off.toml");
+    let mut text = String::new();
+    for g in ["score", "novelty", "burst", "budget", "drift"] {
+        text.push_str(&format!("[gates.{g}]\nmode = \"off\"\n"));
+    }
+    std::fs::write(&off, text).unwrap();
+    assert_eq!(verdicts(Some(&off), "off"), (n, n), "every gate off promotes every flow");
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[gates.budget]\nper_window = 0\n").unwrap();
+    let data = dir.join("bad");
+    let out = wirefold(&[
+        "replay",
+        "--core",
+        "embedded",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--core-gates",
+        bad.to_str().unwrap(),
+        f.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", s(&out.stderr));
+    assert!(s(&out.stderr).contains("gates.budget.per_window = 0"), "{}", s(&out.stderr));
+    let out = wirefold(&[
+        "replay",
+        "--core",
+        "http://127.0.0.1:9",
+        "--token",
+        "tok-12345678",
+        "--core-gates",
+        off.to_str().unwrap(),
+        f.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", s(&out.stderr));
+    assert!(s(&out.stderr).contains("--core-gates configures an embedded core only"), "{}", s(&out.stderr));
+}
