@@ -138,7 +138,7 @@ pub struct OutputArgs {
     /// to start one in this process on loopback, with its database under --data-dir.
     #[arg(long, value_name = "URL")]
     pub core: Option<String>,
-    /// With --core embedded: a TOML file whose [gates] table sets the embedded
+    /// With --core embedded: a TOML file whose `gates` tables set the embedded
     /// core's promotion gates, as in `wirefold core --config` (see docs/gates.md).
     #[arg(long, value_name = "FILE")]
     pub core_gates: Option<PathBuf>,
