@@ -70,28 +70,9 @@ fn tshark_conversations(f: &Path) -> Conv {
     m
 }
 
+/// wirefold's TCP and UDP flows grouped as tshark's conversation table groups them.
 fn wirefold_conversations(f: &Path) -> Conv {
-    let out = wirefold(&[
-        "replay",
-        "--no-embed",
-        "--idle-timeout",
-        "never",
-        "--active-timeout",
-        "never",
-        f.to_str().unwrap(),
-    ]);
-    let mut m = Conv::new();
-    for o in json_lines(&out.stdout) {
-        let proto = o["proto"].as_u64().unwrap() as u8;
-        if proto != 6 && proto != 17 {
-            continue;
-        }
-        let a = (o["src_ip"].as_str().unwrap().to_string(), o["src_port"].as_u64().unwrap() as u16);
-        let b = (o["dst_ip"].as_str().unwrap().to_string(), o["dst_port"].as_u64().unwrap() as u16);
-        let n = o["fwd_packets"].as_u64().unwrap() + o["rev_packets"].as_u64().unwrap();
-        *m.entry(key(proto, a, b)).or_default() += n;
-    }
-    m
+    wirefold_flows(f).0.into_iter().filter(|(k, _)| k.0 == 6 || k.0 == 17).map(|(k, v)| (k, v.packets)).collect()
 }
 
 fn comparable(f: &Path) -> Result<(), String> {
@@ -301,7 +282,10 @@ fn tshark_inner(f: &Path) -> InnerConv {
     m
 }
 
-fn wirefold_inner(f: &Path) -> InnerConv {
+/// wirefold's TCP, UDP, ICMP and ICMPv6 flows grouped by protocol and
+/// unordered endpoints (VLAN ignored), with the tunnel facts of the first
+/// flow of each; and whether the replay exited successfully.
+fn wirefold_flows(f: &Path) -> (InnerConv, bool) {
     let out = wirefold(&[
         "replay",
         "--no-embed",
@@ -311,7 +295,6 @@ fn wirefold_inner(f: &Path) -> InnerConv {
         "never",
         f.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}: {}", f.display(), String::from_utf8_lossy(&out.stderr));
     let mut m = InnerConv::new();
     for o in json_lines(&out.stdout) {
         let proto = o["proto"].as_u64().unwrap() as u8;
@@ -330,7 +313,7 @@ fn wirefold_inner(f: &Path) -> InnerConv {
         let e = m.entry(key(proto, a, b)).or_insert(first);
         e.packets += packets;
     }
-    m
+    (m, out.status.success())
 }
 
 /// The first packet of a conversation may come from either side, so the
@@ -347,7 +330,8 @@ fn inner_conversations_match(f: &Path, work: &Path) -> Result<usize, String> {
         .unwrap();
     assert!(st.status.success(), "tshark -w {name}: {}", String::from_utf8_lossy(&st.stderr));
     let t = tshark_inner(&cut);
-    let w = wirefold_inner(&cut);
+    let (w, ok) = wirefold_flows(&cut);
+    assert!(ok, "wirefold replay {name} failed");
     let mut diffs = Vec::new();
     let tk: Vec<_> = t.keys().collect();
     let wk: Vec<_> = w.keys().collect();
@@ -379,8 +363,9 @@ fn inner_conversations_match(f: &Path, work: &Path) -> Result<usize, String> {
 /// Every GTP-U TEID tshark saw on a conversation's frames.
 fn t_ids(cut: &Path, k: &(u8, (String, u16), (String, u16))) -> Vec<u32> {
     let (_, (a, ap), (b, bp)) = k;
+    let ip = if a.contains(':') { "ipv6.addr" } else { "ip.addr" };
     let filter = format!(
-        "ip.addr=={a} and ip.addr=={b} and (tcp.port=={ap} or udp.port=={ap}) and (tcp.port=={bp} or udp.port=={bp})"
+        "{ip}=={a} and {ip}=={b} and (tcp.port=={ap} or udp.port=={ap}) and (tcp.port=={bp} or udp.port=={bp})"
     );
     tshark(&["-r", cut.to_str().unwrap(), "-Y", &filter, "-T", "fields", "-e", "gtp.teid"])
         .lines()
