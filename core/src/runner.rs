@@ -133,6 +133,11 @@ pub struct CoreArgs {
     /// Audit ledger (JSON Lines, hash-chained); default: beside the database (DB.ledger.jsonl).
     #[arg(long, value_name = "PATH")]
     pub ledger: Option<PathBuf>,
+    /// Drift monitor's reference: a model card with `reference_distribution.drift`
+    /// (for example the bundled embeddings/model/wirefold-det-v2.card.json) or a
+    /// `{"dims", "score"}` file; default: learned from each sensor's first windows.
+    #[arg(long, value_name = "FILE")]
+    pub drift_reference: Option<PathBuf>,
     /// Serve the admin endpoint (gate changes, `wirefold core gates ...`) on this address.
     #[arg(long, value_name = "ADDR", requires = "admin_token")]
     pub admin: Option<std::net::SocketAddr>,
@@ -296,6 +301,22 @@ pub fn run(a: CoreArgs, stop: &AtomicBool) -> ExitCode {
     let mut cfg = crate::CoreConfig::new(db.clone(), tokens);
     cfg.gates = gates;
     cfg.ledger = a.ledger.clone();
+    if let Some(p) = &a.drift_reference {
+        match std::fs::read_to_string(p)
+            .map_err(|e| e.to_string())
+            .and_then(|t| crate::gates::DriftReference::from_json(&t))
+        {
+            Ok(r) => {
+                let n: u64 = r.score.iter().map(|&c| c as u64).sum();
+                eprintln!("wirefold core: drift reference from {} ({n} flows)", p.display());
+                cfg.drift_reference = Some(r);
+            }
+            Err(e) => {
+                eprintln!("wirefold core: --drift-reference {}: {e}", p.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
     if let (Some(addr), Some(tf)) = (a.admin, &a.admin_token) {
         match read_secret(tf) {
             Ok(token) => cfg.admin = Some(crate::admin::AdminListen { addr, token }),

@@ -151,4 +151,9 @@ fn the_same_seed_reproduces_the_same_model() {
     let t = card.threshold.expect("a supervised card states its threshold");
     assert!(t > 0.0 && t < 1.0, "threshold {t}");
     assert!(card.reference_distribution["embedding"].is_object(), "the drift reference is in the card");
+    // The core's drift monitor reads reference_distribution.drift; retraining reproduces it too.
+    let fresh: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("wirefold-det-v2.card.json")).unwrap()).unwrap();
+    assert_eq!(fresh["reference_distribution"], card.reference_distribution);
+    assert_eq!(card.reference_distribution["drift"]["dims"].as_array().map(|d| d.len()), Some(32));
 }

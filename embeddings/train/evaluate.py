@@ -188,7 +188,7 @@ def loto(meta, x, feats, role, card, log):
         if not drop.any() or not test.any():
             continue
         t0 = time.time()
-        fit = T.fit_detector(meta, xx, role, card["seed"], [cfg], lambda s: None, drop=drop, fixed_epochs=epochs)
+        fit = T.fit_detector(meta, xx, card["features"], role, card["seed"], [cfg], lambda s: None, drop=drop, fixed_epochs=epochs)
         z = detlib.standardise(xx, fit["mean"], fit["std"]).astype(np.float64)
         s = T._sigmoid(fit["a"] * fit["model"].logit(z) + fit["b"])
         t = detlib.threshold_at_fpr(s[benign], FPR)

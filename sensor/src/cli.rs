@@ -68,7 +68,7 @@ pub struct FlowArgs {
     /// Export long flows after this long and continue them in a new record: e.g. 30m, or never.
     #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_timeout)]
     pub active_timeout: Timeout,
-    /// Most flows held at once (per flow table); beyond it the least recently seen are evicted (counted).
+    /// Most flows held at once per flow table (storage for them, ~430 bytes each, is reserved at start and its size printed); beyond it the least recently seen are evicted (counted).
     #[arg(long, value_name = "N", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub max_flows: u64,
     /// Seed of the Community ID on every flow record (as Zeek's and Suricata's `community_id` seed).
@@ -142,6 +142,12 @@ pub struct OutputArgs {
     /// core's promotion gates, as in `wirefold core --config` (see docs/gates.md).
     #[arg(long, value_name = "FILE")]
     pub core_gates: Option<PathBuf>,
+    /// With --core embedded: the drift monitor's reference, a model card or a
+    /// `{"dims", "score"}` file (see docs/gates.md), or `learn` to learn it from
+    /// the first windows. Default: the loaded model card's reference
+    /// (`reference_distribution.drift`), else `learn`.
+    #[arg(long, value_name = "FILE|learn")]
+    pub core_drift_reference: Option<String>,
     /// Bearer token for the core (with --core embedded, any token of 8+ characters; default one is made up).
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,

@@ -280,6 +280,43 @@ pub fn effective(cmds: &[&Command], file_args: &[OsString]) -> String {
     }
     s
 }
+
+/// `MemAvailable` of /proc/meminfo, in bytes (None where it cannot be read).
+pub fn mem_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// What `tables` flow tables of `max_flows` flows take when full (each table
+/// allocates its storage at start; pages are touched as flows arrive): the
+/// line printed at start-up and by `check-config`, or, when that is more than
+/// `available` bytes, the error (exit 2) that says so.
+pub fn flow_memory(max_flows: usize, tables: usize, available: Option<u64>) -> Result<String, String> {
+    let tables = tables.max(1);
+    let per_table = crate::flow::FlowTable::memory_bytes(max_flows.max(1)) as u64;
+    let total = per_table * tables as u64;
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    let per_flow = crate::flow::FlowTable::bytes_per_flow(max_flows);
+    let what = if tables > 1 {
+        format!(
+            "flow tables: {:.0} MiB, {tables} tables of max_flows = {max_flows} ({per_flow:.0} bytes per flow)",
+            mib(total)
+        )
+    } else {
+        format!("flow table: {:.0} MiB for max_flows = {max_flows} ({per_flow:.0} bytes per flow)", mib(total))
+    };
+    match available {
+        Some(a) if total > a => Err(format!(
+            "{what}: more than the {:.0} MiB of memory available (MemAvailable); lower --max-flows (flow.max_flows) to at most about {:.0}",
+            mib(a),
+            (a / tables as u64) as f64 / crate::flow::FlowTable::bytes_per_flow(max_flows)
+        )),
+        _ => Ok(what),
+    }
+}
+
 /// `wirefold check-config FILE`: check a sensor or core configuration file
 /// against the subcommands of `root` (the binary's command line) and print
 /// the effective settings; exit 2 with the field, value and what is allowed
@@ -329,6 +366,23 @@ pub fn check_file(a: &CheckConfigArgs, root: &Command) -> ExitCode {
         }
     }
     print!("{}", effective(&cmds, &args));
+    if kind == ConfigKind::Sensor {
+        let value = |name: &str, default: usize| {
+            args.iter()
+                .rev()
+                .find_map(|x| x.to_str()?.strip_prefix(&format!("--{name}="))?.parse().ok())
+                .unwrap_or(default)
+        };
+        let dpdk = args.iter().any(|x| x == "--dpdk" || x == "--dpdk=true");
+        let tables = if dpdk { value("queues", 1) } else { value("threads", 1) };
+        match flow_memory(value("max-flows", 1_000_000), tables, mem_available()) {
+            Ok(line) => println!("\n# {line}"),
+            Err(e) => {
+                eprintln!("wirefold: config {file}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     if kind == ConfigKind::Core {
         match wirefold_core::gates::GatesConfig::from_toml_document(&text) {
             Ok(g) => print!("\n{}", g.describe()),

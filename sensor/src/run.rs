@@ -85,6 +85,22 @@ fn open_output(o: &OutputArgs, live: bool) -> Result<Outputs, (anyhow::Error, u8
                     cfg.gates = wirefold_core::GatesConfig::from_toml_document(&text)
                         .map_err(|e| setup(format!("--core-gates {}: {e}", p.display())))?;
                 }
+                cfg.drift_reference = match o.core_drift_reference.as_deref() {
+                    Some("learn") => None,
+                    Some(p) => {
+                        let text = std::fs::read_to_string(p)
+                            .map_err(|e| setup(format!("cannot read --core-drift-reference {p}: {e}")))?;
+                        Some(
+                            wirefold_core::gates::DriftReference::from_json(&text)
+                                .map_err(|e| setup(format!("--core-drift-reference {p}: {e}")))?,
+                        )
+                    }
+                    None => embedder
+                        .as_ref()
+                        .map(|e| &e.card().reference_distribution)
+                        .and_then(|r| r.get("drift"))
+                        .and_then(|d| wirefold_core::gates::DriftReference::from_json(&d.to_string()).ok()),
+                };
                 let h = wirefold_core::serve("127.0.0.1:0".parse().expect("loopback"), cfg)
                     .map_err(|e| setup(e.to_string()))?;
                 let url = format!("http://{}", h.addr);
@@ -93,8 +109,11 @@ fn open_output(o: &OutputArgs, live: bool) -> Result<Outputs, (anyhow::Error, u8
                 db = Some(path);
                 (url, token)
             } else {
-                if o.core_gates.is_some() {
-                    return Err(setup("--core-gates configures an embedded core only (--core embedded)".into()));
+                if o.core_gates.is_some() || o.core_drift_reference.is_some() {
+                    return Err(setup(
+                        "--core-gates and --core-drift-reference configure an embedded core only (--core embedded)"
+                            .into(),
+                    ));
                 }
                 let token =
                     o.token.clone().ok_or_else(|| setup("--core needs --token (the sensor's bearer token)".into()))?;
@@ -202,8 +221,26 @@ fn report(o: &OutputArgs, export: &ExportReport, summary: &mut Summary) -> anyho
     Ok(())
 }
 
+/// The flow tables' memory, printed at start-up; exit 2 when it does not fit.
+fn flow_memory(flow: &crate::cli::FlowArgs, tables: usize) -> Result<(), ExitCode> {
+    match crate::config::flow_memory(flow.max_flows as usize, tables, crate::config::mem_available()) {
+        Ok(line) => {
+            eprintln!("wirefold: {line}");
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("wirefold: {e}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 /// `wirefold capture`: live capture until SIGINT/SIGTERM (or DPDK's idle exit), then the summary.
 pub fn capture(a: CaptureArgs) -> anyhow::Result<ExitCode> {
+    let tables = if a.dpdk { a.queues as usize } else { a.threads as usize };
+    if let Err(code) = flow_memory(&a.flow, tables) {
+        return Ok(code);
+    }
     if a.dpdk {
         return capture_dpdk(a);
     }
@@ -324,6 +361,9 @@ fn humantime_secs(ns: u64) -> String {
 
 /// `wirefold replay`: capture files through the pipeline, then the summary.
 pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
+    if let Err(code) = flow_memory(&a.flow, 1) {
+        return Ok(code);
+    }
     let signals = Signals::install()?;
     let Outputs { writer, core, db } = match outputs_or_exit(&a.output, false) {
         Ok(o) => o,

@@ -367,5 +367,22 @@ fn core_gates_configures_the_embedded_core() {
         f.to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", s(&out.stderr));
-    assert!(s(&out.stderr).contains("--core-gates configures an embedded core only"), "{}", s(&out.stderr));
+    assert!(s(&out.stderr).contains("configure an embedded core only (--core embedded)"), "{}", s(&out.stderr));
+    // The embedded core's drift reference: a file that is not one stops start-up, naming it.
+    let out = wirefold(&[
+        "replay",
+        "--core",
+        "embedded",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--core-drift-reference",
+        bad.to_str().unwrap(),
+        f.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", s(&out.stderr));
+    assert!(
+        s(&out.stderr).contains("--core-drift-reference") && s(&out.stderr).contains("drift reference:"),
+        "{}",
+        s(&out.stderr)
+    );
 }

@@ -28,6 +28,13 @@ fn the_sample_configurations_are_valid_and_show_their_defaults() {
     assert!(out.contains("iface = \"eth1\"  # from the file"), "{out}");
     assert!(out.contains("idle_timeout = \"120s\"  # from the file"), "{out}");
     assert!(out.contains("ring_slots = 65536  # default"), "{out}");
+    // The flow table's memory for the configured --max-flows.
+    let table = out.lines().find(|l| l.starts_with("# flow table")).unwrap_or_else(|| panic!("{out}"));
+    let num =
+        |after: &str| -> f64 { table.split(after).nth(1).and_then(|v| v.split(' ').next()).unwrap().parse().unwrap() };
+    let (mib, per) = (num(": "), num("("));
+    assert!(table.contains("max_flows = 1000000") && (200.0..4000.0).contains(&mib), "{table}");
+    assert!((200.0..1024.0).contains(&per), "{table}");
     assert!(out.contains("metrics = \"0.0.0.0:9462\"  # from the file"), "{out}");
     // What check-config prints is itself a valid configuration.
     let dir = scratch("effective");
@@ -77,6 +84,16 @@ fn bad_configurations_name_the_field_the_value_and_what_is_allowed() {
         let out = wirefold(&["replay", "--config", f.to_str().unwrap(), pcap("zeek__smtp.pcap").to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(2), "{body}");
         assert!(out.stdout.is_empty());
+    }
+    // 64 capture threads' tables of 10^8 flows (~2.4 TiB) fit in no machine of this kind.
+    let f = dir.join("huge.toml");
+    std::fs::write(&f, "[flow]\nmax_flows = 100000000\n[capture]\nthreads = 64\n").unwrap();
+    let (code, _, err) = check(&f);
+    assert_eq!(code, 2, "{err}");
+    for w in
+        ["flow tables:", "64 tables of max_flows = 100000000", "MemAvailable", "lower --max-flows (flow.max_flows)"]
+    {
+        assert!(err.contains(w), "want {w:?} in: {err}");
     }
     let f = dir.join("core.toml");
     std::fs::write(&f, "[core]\nqueue = 8\n").unwrap();
@@ -171,9 +188,10 @@ fn a_core_runs_from_its_configuration_file() {
     std::fs::write(
         &cfg,
         format!(
-            "[core]\nlisten = \"127.0.0.1:0\"\ndb = \"{}\"\ntokens = \"{}\"\nqueue = 7\n[telemetry]\nmetrics = \"127.0.0.1:0\"\n",
+            "[core]\nlisten = \"127.0.0.1:0\"\ndb = \"{}\"\ntokens = \"{}\"\nqueue = 7\ndrift_reference = \"{}\"\n[telemetry]\nmetrics = \"127.0.0.1:0\"\n",
             dir.join("core.db").display(),
-            dir.join("tokens").display()
+            dir.join("tokens").display(),
+            card().display()
         ),
     )
     .unwrap();
@@ -183,10 +201,11 @@ fn a_core_runs_from_its_configuration_file() {
         .spawn()
         .unwrap();
     let mut err = BufReader::new(child.stderr.take().unwrap());
-    let (mut line, mut metrics) = (String::new(), None);
+    let (mut line, mut metrics, mut reference) = (String::new(), None, false);
     while metrics.is_none() {
         line.clear();
         assert!(err.read_line(&mut line).unwrap() > 0, "the core stopped");
+        reference |= line.contains("drift reference from") && line.contains("wirefold-det-v2.card.json");
         if let Some(rest) = line.split("metrics on http://").nth(1) {
             metrics = Some(rest.split('/').next().unwrap().to_string());
         }
@@ -195,7 +214,31 @@ fn a_core_runs_from_its_configuration_file() {
     let (status, text) = http_get(addr, "/metrics");
     assert_eq!(status, 200);
     assert!(text.contains("wirefold_core_queue_capacity 7"), "queue = 7 came from the file: {text}");
+    assert!(reference, "the model card's drift reference was loaded");
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     assert!(child.wait().unwrap().success());
     assert!(dir.join("core.db").exists());
+    // A drift reference that is not one stops the core at start-up, naming the file.
+    for (body, want) in [("{\"model_id\": \"m\"}", "no reference_distribution.drift"), ("[1, 2]", "drift reference:")] {
+        let bad = dir.join("bad-reference.json");
+        std::fs::write(&bad, body).unwrap();
+        let out = wirefold(&[
+            "core",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            dir.join("core2.db").to_str().unwrap(),
+            "--tokens",
+            dir.join("tokens").to_str().unwrap(),
+            "--drift-reference",
+            bad.to_str().unwrap(),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("--drift-reference") && err.contains("bad-reference.json") && err.contains(want), "{err}");
+    }
+}
+
+fn card() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../embeddings/model/wirefold-det-v2.card.json")
 }

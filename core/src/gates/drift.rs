@@ -33,11 +33,24 @@ pub struct DriftReference {
 }
 
 impl DriftReference {
-    /// Read `{"dims": [[u32; 32]; 32], "score": [u32; 24]}`.
+    /// Read `{"dims": [[u32; 32]; 32], "score": [u32; 24]}`, or a model card
+    /// that carries one as `reference_distribution.drift` (train.py writes it
+    /// into `wirefold-det-v2.card.json`).
     pub fn from_json(s: &str) -> Result<Self, String> {
-        let r: DriftReference = serde_json::from_str(s).map_err(|e| format!("drift reference: {e}"))?;
+        let v: serde_json::Value = serde_json::from_str(s).map_err(|e| format!("drift reference: {e}"))?;
+        let v = match v.pointer("/reference_distribution/drift") {
+            Some(d) => d.clone(),
+            None if v.get("model_id").is_some() => {
+                return Err("drift reference: this model card has no reference_distribution.drift".into())
+            }
+            None => v,
+        };
+        let r: DriftReference = serde_json::from_value(v).map_err(|e| format!("drift reference: {e}"))?;
         if r.dims.len() != DIMS || r.dims.iter().any(|d| d.len() != LEVELS) || r.score.len() != SCORE_BINS {
             return Err(format!("drift reference: want {DIMS} dims of {LEVELS} levels and {SCORE_BINS} score bins"));
+        }
+        if r.dims.iter().any(|d| d.iter().all(|&c| c == 0)) {
+            return Err("drift reference: a dimension has no counts".into());
         }
         Ok(r)
     }

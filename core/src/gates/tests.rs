@@ -340,3 +340,80 @@ fn a_shadow_run_counts_the_differences_of_the_batches_it_is_given() {
     r.live_changed(2);
     assert_eq!(r.state, ShadowState::Stale);
 }
+
+/// Flows whose embedding levels and score bins are drawn from a reference's
+/// own counts (a level's 8 quanta and a bin's range uniformly); `shift`
+/// moves the first 8 dimensions that many quanta.
+fn drawn_from(r: &DriftReference, seed: u64, batches: usize, per: usize, shift: i8) -> Vec<Vec<FlowRec>> {
+    let mut x = seed | 1;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let pick = |counts: &[u32], u: u64| {
+        let total: u64 = counts.iter().map(|&c| c as u64).sum();
+        let mut k = u % total;
+        for (i, &c) in counts.iter().enumerate() {
+            if k < c as u64 {
+                return i;
+            }
+            k -= c as u64;
+        }
+        counts.len() - 1
+    };
+    (0..batches)
+        .map(|b| {
+            let t = 1_700_000_000 * S + b as u64 * S / 2;
+            (0..per)
+                .map(|_| {
+                    let e: [i8; 32] = std::array::from_fn(|d| {
+                        let level = pick(&r.dims[d], rnd()) as i16;
+                        let v = (level * 8 - 128 + (rnd() % 8) as i16).clamp(-127, 127) as i8;
+                        if d < 8 {
+                            v.saturating_add(shift)
+                        } else {
+                            v
+                        }
+                    });
+                    let bin = pick(&r.score, rnd()) as i32;
+                    let score = if bin == 0 { 0.001 } else { 2f32.powi(bin - 8) * 1.5 };
+                    flow(score.min(1.0), e, (rnd() % 6) as u16 + 20, t)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn the_bundled_model_cards_reference_loads_and_drift_is_measured_against_it() {
+    let card = include_str!("../../../embeddings/model/wirefold-det-v2.card.json");
+    let r = DriftReference::from_json(card).expect("the card carries reference_distribution.drift");
+    let n: u64 = r.score.iter().map(|&c| c as u64).sum();
+    assert!(n >= 500, "a reference of {n} flows");
+    for d in &r.dims {
+        assert_eq!(d.iter().map(|&c| c as u64).sum::<u64>(), n, "every dimension counts every flow");
+    }
+    // A card without one is a clear error, not a silently learned reference.
+    assert!(DriftReference::from_json(r#"{"model_id": "x"}"#).unwrap_err().contains("reference_distribution.drift"));
+    // Traffic distributed like the reference raises nothing; 40 windows of it.
+    let mut e = GateEngine::new(drift_cfg());
+    e.set_reference(Some(r.clone()));
+    for b in drawn_from(&r, 5, 80, 200, 0) {
+        assert!(e.decide("s", &b).alerts.is_empty());
+    }
+    let st = &e.status()[0];
+    let v = st.drift.expect("windows closed");
+    assert!(st.drift_reference && v.psi_ref_max < 0.25, "{v:?}");
+    // Shifted by a quarter of the int8 range in 8 dimensions, the first window alerts.
+    let mut e = GateEngine::new(drift_cfg());
+    e.set_reference(Some(r.clone()));
+    let mut first = None;
+    for (i, b) in drawn_from(&r, 5, 20, 200, 64).iter().enumerate() {
+        if !e.decide("s", b).alerts.is_empty() && first.is_none() {
+            first = Some(i);
+        }
+    }
+    assert_eq!(first, Some(2), "the first window (batches 0-1) closes at batch 2 and alerts");
+}

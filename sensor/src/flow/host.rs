@@ -2,54 +2,61 @@
 //! that no single flow shows (a scan's fan-out, a flood's fan-in).
 //!
 //! Two direct-mapped arrays of [`HOST_SLOTS`] entries, one for initiators
-//! and one for responders, indexed by a hash of the address. Each entry
-//! counts flows started (or received) in the current and the previous
-//! window of [`WINDOW_NS`] packet time, and keeps two 64-bit linear-counting
-//! bitmaps per window (peers and ports), from which distinct counts are
-//! estimated. Addresses that hash to the same entry share it. Updated once
-//! per new flow; no allocation after construction; time is packet time.
+//! and one for responders, indexed by a hash of the address. Each entry keeps
+//! [`BUCKETS`] buckets of [`BUCKET_NS`] packet time (a sliding window of
+//! [`WINDOW_NS`], 60 s): per bucket the flows started (or received) and two
+//! 64-bit linear-counting bitmaps (peers and ports), from which distinct
+//! counts over the window are estimated. Addresses that hash to the same
+//! entry share it. Updated once per new flow; no allocation after
+//! construction; time is packet time.
 
 /// Entries per array.
 pub const HOST_SLOTS: usize = 1 << 16;
-/// Window length (10 s of packet time); a snapshot covers this window and the previous one.
-pub const WINDOW_NS: u64 = 10_000_000_000;
+/// Bucket length (10 s of packet time).
+pub const BUCKET_NS: u64 = 10_000_000_000;
+/// Buckets per entry: a snapshot covers the current bucket and the five before it.
+pub const BUCKETS: usize = 6;
+/// The window a snapshot covers: the last 60 s of packet time, to the bucket
+/// (between 50 and 60 s of history, depending on where in its bucket "now" falls).
+pub const WINDOW_NS: u64 = BUCKET_NS * BUCKETS as u64;
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Entry {
-    window: u64,
-    flows: [u32; 2],
-    peers: [u64; 2],
-    ports: [u64; 2],
+    /// The newest bucket written (packet time / BUCKET_NS); bucket `b` lives at index `b % BUCKETS`.
+    bucket: u64,
+    flows: [u32; BUCKETS],
+    peers: [u64; BUCKETS],
+    ports: [u64; BUCKETS],
 }
 
 impl Entry {
-    fn roll(&mut self, w: u64) {
-        if self.window == w {
+    /// Move the entry to bucket `b`, clearing the buckets it skips over.
+    fn roll(&mut self, b: u64) {
+        if b <= self.bucket {
             return;
         }
-        if self.window + 1 == w {
-            self.flows[1] = self.flows[0];
-            self.peers[1] = self.peers[0];
-            self.ports[1] = self.ports[0];
-        } else {
-            self.flows[1] = 0;
-            self.peers[1] = 0;
-            self.ports[1] = 0;
+        let gap = (b - self.bucket).min(BUCKETS as u64);
+        for k in 0..gap {
+            let i = ((b - k) % BUCKETS as u64) as usize;
+            self.flows[i] = 0;
+            self.peers[i] = 0;
+            self.ports[i] = 0;
         }
-        self.flows[0] = 0;
-        self.peers[0] = 0;
-        self.ports[0] = 0;
-        self.window = w;
+        self.bucket = b;
     }
 
-    fn view(&self, w: u64) -> (u32, u16, u16) {
-        let (flows, peers, ports) = if self.window == w {
-            (self.flows[0] + self.flows[1], self.peers[0] | self.peers[1], self.ports[0] | self.ports[1])
-        } else if self.window + 1 == w {
-            (self.flows[0], self.peers[0], self.ports[0])
-        } else {
-            (0, 0, 0)
-        };
+    /// (flows, distinct peers, distinct ports) over the window ending in bucket `b`.
+    fn view(&self, b: u64) -> (u32, u16, u16) {
+        let (mut flows, mut peers, mut ports) = (0u32, 0u64, 0u64);
+        // The entry holds buckets bucket-5 ..= bucket; the window is b-5 ..= b.
+        let span = BUCKETS as u64 - 1;
+        let oldest = b.saturating_sub(span).max(self.bucket.saturating_sub(span));
+        for k in oldest..=self.bucket.min(b) {
+            let i = (k % BUCKETS as u64) as usize;
+            flows = flows.saturating_add(self.flows[i]);
+            peers |= self.peers[i];
+            ports |= self.ports[i];
+        }
         (flows, distinct(peers), distinct(ports))
     }
 }
@@ -83,7 +90,7 @@ fn addr_hash(a: &[u8; 16]) -> u64 {
 /// A host-context snapshot for one flow.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HostSnap {
-    /// Flows the initiator started (this window and the previous).
+    /// Flows the initiator started (the last [`WINDOW_NS`] of packet time).
     pub src_flows: u32,
     /// Distinct responders of those flows (estimate).
     pub src_peers: u16,
@@ -140,26 +147,32 @@ impl HostContext {
 
     /// Count a new flow from `src` to `dst:dport` at `now_ns`; the snapshot after it.
     pub fn new_flow(&mut self, src: &[u8; 16], dst: &[u8; 16], dport: u16, now_ns: u64) -> HostSnap {
-        let w = now_ns / WINDOW_NS;
+        let b = now_ns / BUCKET_NS;
+        let i = (b % BUCKETS as u64) as usize;
         let (hs, hd) = (addr_hash(src), addr_hash(dst));
         let bit = |h: u64| 1u64 << (h >> 58);
         let s = &mut self.src[(hs as usize) & (HOST_SLOTS - 1)];
-        s.roll(w);
-        s.flows[0] = s.flows[0].saturating_add(1);
-        s.peers[0] |= bit(hd);
-        s.ports[0] |= bit(mix(u64::from(dport)));
+        s.roll(b);
+        if b + BUCKETS as u64 > s.bucket {
+            // (A flow older than the whole window, out of order, is not counted.)
+            s.flows[i] = s.flows[i].saturating_add(1);
+            s.peers[i] |= bit(hd);
+            s.ports[i] |= bit(mix(u64::from(dport)));
+        }
         let d = &mut self.dst[(hd as usize) & (HOST_SLOTS - 1)];
-        d.roll(w);
-        d.flows[0] = d.flows[0].saturating_add(1);
-        d.peers[0] |= bit(hs);
+        d.roll(b);
+        if b + BUCKETS as u64 > d.bucket {
+            d.flows[i] = d.flows[i].saturating_add(1);
+            d.peers[i] |= bit(hs);
+        }
         self.snap(src, dst, now_ns)
     }
 
     /// The context of a flow between `src` and `dst` as of `now_ns`.
     pub fn snap(&self, src: &[u8; 16], dst: &[u8; 16], now_ns: u64) -> HostSnap {
-        let w = now_ns / WINDOW_NS;
-        let (sf, sp, so) = self.src[(addr_hash(src) as usize) & (HOST_SLOTS - 1)].view(w);
-        let (df, dp, _) = self.dst[(addr_hash(dst) as usize) & (HOST_SLOTS - 1)].view(w);
+        let b = now_ns / BUCKET_NS;
+        let (sf, sp, so) = self.src[(addr_hash(src) as usize) & (HOST_SLOTS - 1)].view(b);
+        let (df, dp, _) = self.dst[(addr_hash(dst) as usize) & (HOST_SLOTS - 1)].view(b);
         HostSnap { src_flows: sf, src_peers: sp, src_ports: so, dst_flows: df, dst_peers: dp }
     }
 }
@@ -177,7 +190,7 @@ mod tests {
     #[test]
     fn a_scan_shows_fan_out_and_a_window_later_it_fades() {
         let mut h = HostContext::new();
-        let t0 = 100 * WINDOW_NS;
+        let t0 = 100 * BUCKET_NS;
         let mut last = HostSnap::default();
         for port in 1..=40u16 {
             last = h.new_flow(&a(66), &a(10), port, t0 + port as u64 * 1000);
@@ -187,12 +200,39 @@ mod tests {
         assert_eq!(last.src_peers, 1);
         assert_eq!(last.dst_flows, 40);
         assert_eq!(last.dst_peers, 1);
-        // The next window still sees the previous one; two windows on, nothing.
-        assert_eq!(h.snap(&a(66), &a(10), t0 + WINDOW_NS).src_flows, 40);
-        assert_eq!(h.snap(&a(66), &a(10), t0 + 2 * WINDOW_NS).src_flows, 0);
+        // Five buckets on (50 s) the window still holds them; six on, nothing.
+        assert_eq!(h.snap(&a(66), &a(10), t0 + 5 * BUCKET_NS).src_flows, 40);
+        assert_eq!(h.snap(&a(66), &a(10), t0 + 6 * BUCKET_NS).src_flows, 0);
         // An unrelated host sees nothing (barring a shared entry).
         assert_eq!(h.snap(&a(7), &a(8), t0).src_flows, 0);
         assert_eq!(distinct(u64::MAX), 266);
         assert_eq!(distinct(0), 0);
+    }
+
+    #[test]
+    fn a_slow_guesser_adds_up_over_the_minute_and_old_buckets_drop_out() {
+        // One connection every 4 s to the same port: 15 in a minute.
+        let mut h = HostContext::new();
+        let t0 = 1_000 * BUCKET_NS + 3 * BUCKET_NS / 10;
+        let mut seen = Vec::new();
+        for k in 0..40u64 {
+            seen.push(h.new_flow(&a(66), &a(10), 21, t0 + k * 4_000_000_000).src_flows);
+        }
+        // Growing for the first minute (to the bucket), then steady: 50-60 s of history is 13-16 flows.
+        assert_eq!(&seen[..5], &[1, 2, 3, 4, 5]);
+        for (k, &n) in seen.iter().enumerate().skip(16) {
+            assert!((13..=16).contains(&n), "flow {k}: {n} in the window");
+        }
+        assert_eq!(h.snap(&a(66), &a(10), t0 + 39 * 4_000_000_000).src_ports, 1);
+        // A late (out-of-order) flow within the window counts; one older than the window does not.
+        let now = t0 + 39 * 4_000_000_000;
+        let before = h.snap(&a(66), &a(10), now).src_flows;
+        h.new_flow(&a(66), &a(10), 21, now - 2 * BUCKET_NS);
+        h.new_flow(&a(66), &a(10), 21, now - 7 * BUCKET_NS);
+        assert_eq!(h.snap(&a(66), &a(10), now).src_flows, before + 1);
+        // A bucket skipped entirely is cleared, not carried over.
+        let later = now + 3 * BUCKET_NS;
+        let n = h.new_flow(&a(66), &a(10), 21, later).src_flows;
+        assert!(n < before, "{n} after a 30 s gap vs {before}");
     }
 }
